@@ -1,0 +1,48 @@
+// Package scp03 implements GlobalPlatform Secure Channel Protocol '03' as
+// the card (applet/) and the host (host/) both need it: key derivation,
+// the INITIALIZE UPDATE / EXTERNAL AUTHENTICATE handshake and secure
+// messaging (C-MAC, C-DECRYPTION, R-MAC, R-ENCRYPTION).
+//
+// References, cited as "Amd D §x" throughout:
+//
+//   - GlobalPlatform Card Specification v2.2 Amendment D, Secure Channel
+//     Protocol '03', v1.1.1 (GPC_SPE_014, July 2014), "Amd D".
+//   - GlobalPlatform Card Specification v2.3.1, "GPCS": Annex D.4 for the
+//     command structure of INITIALIZE UPDATE and EXTERNAL AUTHENTICATE,
+//     §11.1.4 for the class byte.
+//   - NIST SP 800-108 (2009) §5.1, KDF in counter mode (§4.1 in Rev. 1).
+//   - NIST SP 800-38B / RFC 4493, AES-CMAC (package apdu/cmac).
+//
+// Only the "S8" mode of Amd D v1.1.1 is implemented: 8-byte challenges,
+// cryptograms and MACs. The optional BEGIN/END R-MAC SESSION commands
+// (Amd D §7.1.3-7.1.4) are not.
+//
+// # Layers
+//
+// Pure functions: [DeriveData] (the KDF), [DeriveSessionKeys],
+// [CardCryptogram], [HostCryptogram], [PseudoRandomChallenge], [KCV];
+// command and response codecs: [NewInitializeUpdate],
+// [ParseInitializeUpdate], [InitializeUpdateResponse],
+// [ParseInitializeUpdateResponse], [ParseExternalAuthenticate].
+//
+// [Session] is the secure-messaging state both ends keep after the
+// handshake (MAC chaining value and encryption counter). It has one method
+// per direction and side: WrapCommand and UnwrapResponse for the host,
+// UnwrapCommand and WrapResponse for the card.
+//
+// [Host] and [Card] drive the handshake and then delegate to a Session:
+//
+//	host                                  card
+//	h.InitializeUpdate()        ──────▶  c.InitializeUpdate(cmd)
+//	h.ExternalAuthenticate(rsp) ──────▶  c.ExternalAuthenticate(cmd)
+//	h.Complete(rsp)             ◀──────  9000
+//	h.Wrap(cmd)                 ──────▶  c.Unwrap(raw)
+//	h.Unwrap(rsp)               ◀──────  c.Wrap(rsp)
+//
+// # Secrets
+//
+// [Key] and every type holding key material print as "AES-128 key KCV
+// 504A77" (or a similar mask) through fmt, log/slog and encoding.TextMarshaler;
+// MACs and cryptograms are compared with crypto/subtle. Host, Card and
+// Session are not safe for concurrent use.
+package scp03

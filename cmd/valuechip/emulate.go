@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/valuechip/valuechip/applet"
+	"github.com/valuechip/valuechip/applet/testcard"
+	"github.com/valuechip/valuechip/reader/vpcd"
+)
+
+func newEmulate() *cobra.Command {
+	var (
+		addr      string
+		slot      int
+		listen    string
+		cardFile  string
+		readyFile string
+		t0        bool
+		echo      bool
+		verbose   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "emulate",
+		Short: "Attach an emulated card to vsmartcard's virtual reader (vpcd), or serve it on a socket",
+		Long: `Attach an emulated card to vpcd, so that pcscd and every PC/SC tool see it in
+"Virtual PCD 00 00" (--slot 0) or "Virtual PCD 00 01" (--slot 1). The card
+connects out to vpcd and reconnects by itself when pcscd restarts.
+
+With --listen ADDR the card instead waits for a reader speaking the vpcd
+protocol on ADDR (valuechip's own --reader tcp:ADDR, or a vpcd in reverse
+mode).
+
+Once pcscd has powered the card, a line "ready: ..." goes to stdout and
+--ready-file is written, so scripts and tests wait for that instead of
+sleeping. Control: SIGUSR1 removes the card, SIGUSR2 inserts it, SIGHUP taps
+it (remove + insert); the words remove, insert, tap and quit on stdin do the
+same.`,
+		Example: `  valuechip emulate --card-file card.json &
+  valuechip emulate --slot 1 --ready-file /tmp/ready
+  valuechip emulate --listen 127.0.0.1:35999`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if slot < 0 || slot > 1 {
+				return usagef("--slot %d: vpcd has slots 0 and 1", slot)
+			}
+			card, desc, err := emulatedCard(cardFile, t0, echo)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			level := slog.LevelWarn
+			if verbose {
+				level = slog.LevelInfo
+			}
+			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			fmt.Fprintf(out, "card: %s\n", desc)
+
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			onState := stateReporter(out, readyFile, logger)
+
+			if listen != "" {
+				l, err := net.Listen("tcp", listen)
+				if err != nil {
+					return fmt.Errorf("listen on %s: %w", listen, err)
+				}
+				// Ready as soon as readers can connect.
+				fmt.Fprintf(out, "ready: listening on %s (use --reader tcp:%s)\n", l.Addr(), l.Addr())
+				if readyFile != "" {
+					if err := testcard.WriteFileAtomic(readyFile, []byte(l.Addr().String()+"\n")); err != nil {
+						return err
+					}
+				}
+				return vpcd.Serve(ctx, l, card, vpcd.WithLogger(logger), vpcd.WithOnState(func(e vpcd.Event) {
+					if e.State == vpcd.Connected || e.State == vpcd.Removed {
+						logger.Info("reader " + e.String())
+					}
+				}))
+			}
+			att := vpcd.New(card, vpcd.WithAddr(addr), vpcd.WithSlot(slot),
+				vpcd.WithOnState(onState), vpcd.WithLogger(logger))
+			go controlLoop(ctx, cmd.InOrStdin(), att, cancel)
+			return att.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&addr, "vpcd", vpcd.DefaultAddr, "vpcd address (HOST:PORT of slot 0)")
+	f.IntVar(&slot, "slot", 0, "vpcd slot: 0 or 1 (port + slot)")
+	f.StringVar(&listen, "listen", "", "serve the card on this address instead of connecting to vpcd")
+	f.StringVar(&cardFile, "card-file", "", "file holding the card's persistent state (created on first use; default: in memory)")
+	f.StringVar(&readyFile, "ready-file", "", "write this file once pcscd has powered the card")
+	f.BoolVar(&t0, "t0", false, "answer like a T=0 card: response data of case-4 commands through 61xx + GET RESPONSE")
+	f.BoolVar(&echo, "echo", false, "emulate a bare echo card (answers every command with its data and 9000): a baseline for benchmarks")
+	f.BoolVar(&verbose, "verbose", false, "log connections and power changes")
+	cmd.MarkFlagsMutuallyExclusive("listen", "slot")
+	cmd.MarkFlagsMutuallyExclusive("echo", "card-file")
+	return cmd
+}
+
+func emulatedCard(file string, t0, echo bool) (applet.Card, string, error) {
+	var opts []testcard.Option
+	if t0 {
+		opts = append(opts, testcard.WithT0())
+	}
+	switch {
+	case echo:
+		return testcard.Echo{}, "bare echo card", nil
+	case file != "":
+		c, err := testcard.Open(file, opts...)
+		if err != nil {
+			return nil, "", err
+		}
+		return c, fmt.Sprintf("test card %s, serial %s, state in %s", fmt.Sprintf("%X", testcard.AID), c.Serial(), file), nil
+	}
+	c := testcard.New(opts...)
+	return c, fmt.Sprintf("test card %X, serial %s, state in memory only", testcard.AID, c.Serial()), nil
+}
+
+// stateReporter prints the card's presence changes and signals readiness:
+// a "ready:" line on out and the ready file, on the first power-up of each
+// insertion.
+func stateReporter(out io.Writer, readyFile string, log *slog.Logger) func(vpcd.Event) {
+	return func(e vpcd.Event) {
+		switch e.State {
+		case vpcd.Powered:
+			if readyFile != "" {
+				if err := testcard.WriteFileAtomic(readyFile, []byte(e.Addr+"\n")); err != nil {
+					log.Error("writing the ready file", "file", readyFile, "err", err)
+				}
+			}
+			fmt.Fprintf(out, "ready: card powered by the reader (%s)\n", e.Addr)
+		case vpcd.Removed:
+			if readyFile != "" {
+				_ = os.Remove(readyFile)
+			}
+			fmt.Fprintf(out, "removed: %s\n", e)
+		case vpcd.Connecting:
+			if e.Err != nil && e.Attempt == 2 {
+				// Say it once per outage, not at every backoff step.
+				log.Warn("vpcd not reachable, retrying (is pcscd running with the vpcd driver?)", "addr", e.Addr, "err", e.Err)
+			}
+		}
+	}
+}
+
+// controlLoop turns signals and stdin words into card movements.
+func controlLoop(ctx context.Context, in io.Reader, att *vpcd.Attacher, quit context.CancelFunc) {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	words := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(in)
+		for sc.Scan() {
+			select {
+			case words <- strings.ToLower(strings.TrimSpace(sc.Text())):
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case s := <-sigs:
+			switch s {
+			case syscall.SIGUSR1:
+				att.Remove()
+			case syscall.SIGUSR2:
+				att.Insert()
+			case syscall.SIGHUP:
+				att.Tap()
+			}
+		case w := <-words:
+			switch w {
+			case "remove":
+				att.Remove()
+			case "insert":
+				att.Insert()
+			case "tap":
+				att.Tap()
+			case "quit", "exit":
+				quit()
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,267 @@
+package vpcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+
+	"github.com/valuechip/valuechip/applet"
+)
+
+// swNoDiagnosis is SW 6F00, "no precise diagnosis" (ISO/IEC 7816-4 §5.6):
+// the answer when the card itself failed. A card cannot stay silent: vpcd
+// would take an empty reply as the card leaving the reader.
+var swNoDiagnosis = []byte{0x6F, 0x00}
+
+// driver drives one card over successive connections. It is used by one
+// goroutine at a time, which is also what serialises access to the card
+// (the applet.Card contract asks for one caller at a time).
+type driver struct {
+	card applet.Card
+	log  *slog.Logger
+	// powered is the card's power as this driver left it; known is false
+	// until the driver has powered it off once, since a card handed to us
+	// may have been powered by someone else.
+	powered, known bool
+}
+
+func newDriver(card applet.Card, log *slog.Logger) *driver {
+	return &driver{card: card, log: log}
+}
+
+// Control byte → card method mapping.
+//
+//	00 power off → PowerOff()
+//	01 power on  → PowerOn(): a cold reset, ISO/IEC 7816-3 §6.2.2
+//	             (pcscd sends it on SCardConnect after an idle power-off)
+//	02 reset     → Reset(true) when powered: a warm reset, ISO/IEC 7816-3
+//	             §6.2.3. vpcd sends it for pcsc-lite's IFD_RESET, i.e.
+//	             SCardReconnect or SCardDisconnect with SCARD_RESET_CARD,
+//	             which PC/SC defines as a warm reset; SCARD_UNPOWER_CARD
+//	             arrives as 00 then 01 instead. When unpowered, PowerOn():
+//	             IFD_RESET on an unpowered card powers it up.
+//	04 get ATR   → ATR(), answered whatever the power state: presence polls
+//	             ask every 400 ms, powered or not (vsmartcard.md §5).
+func (d *driver) powerOff() {
+	d.safely("PowerOff", d.card.PowerOff)
+	d.powered, d.known = false, true
+}
+
+func (d *driver) powerOn() {
+	d.safely("PowerOn", d.card.PowerOn)
+	d.powered, d.known = true, true
+}
+
+func (d *driver) reset() {
+	if !d.powered {
+		d.powerOn()
+		return
+	}
+	d.safely("Reset", func() { d.card.Reset(true) })
+}
+
+// safely runs a card method, containing a panic: the card contract forbids
+// panics, but a broken card must not take the reader connection down.
+func (d *driver) safely(what string, f func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			d.log.Error("vpcd: card panicked", "method", what, "panic", r)
+		}
+	}()
+	f()
+}
+
+// atr returns the card's ATR, or nil (an empty reply, which vpcd treats as
+// no card: a mute card) if the card panicked or returned one no frame can
+// carry.
+func (d *driver) atr() (atr []byte) {
+	defer func() {
+		if r := recover(); r != nil {
+			d.log.Error("vpcd: card panicked", "method", "ATR", "panic", r)
+			atr = nil
+		}
+	}()
+	atr = d.card.ATR()
+	if len(atr) > MaxPayload {
+		d.log.Error("vpcd: card ATR too long for a frame", "len", len(atr))
+		return nil
+	}
+	return atr
+}
+
+// transmit runs one APDU. A panic, an empty response (vpcd would eject the
+// card, vsmartcard.md §5) or one longer than a frame becomes SW 6F00.
+func (d *driver) transmit(cmd []byte) (resp []byte) {
+	defer func() {
+		if r := recover(); r != nil {
+			d.log.Error("vpcd: card panicked", "method", "Transmit", "panic", r)
+			resp = swNoDiagnosis
+		}
+	}()
+	resp = d.card.Transmit(cmd)
+	switch {
+	case len(resp) == 0:
+		d.log.Error("vpcd: card returned an empty response; answering 6F00")
+		return swNoDiagnosis
+	case len(resp) > MaxPayload:
+		d.log.Error("vpcd: card response too long for a frame; answering 6F00", "len", len(resp))
+		return swNoDiagnosis
+	}
+	return resp
+}
+
+// serve runs the card side of one connection until it ends. A new
+// connection is a card entering the reader, so the card starts unpowered;
+// the end of one is the card leaving it, so power is cut. powered is called
+// once, after the first ATR answer following a power-on or reset.
+//
+// It returns whether any frame was processed, and why the connection
+// ended: ErrReaderClosed on EOF between frames, ErrEmptyFrame, or the
+// wrapped I/O error (including net.ErrClosed when this side closed conn).
+func (d *driver) serve(conn net.Conn, powered func()) (served bool, err error) {
+	if !d.known || d.powered {
+		d.powerOff()
+	}
+	defer func() {
+		if d.powered {
+			d.powerOff()
+		}
+	}()
+	qa := newQuickAck(conn)
+	var (
+		hdr       [2]byte
+		ctl       [1]byte
+		out       []byte // reply buffer, reused: one write per reply
+		poweredUp bool   // a power-on or reset was seen on this connection
+		announced bool
+	)
+	for {
+		qa.arm()
+		if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+			if err == io.EOF {
+				return served, ErrReaderClosed
+			}
+			return served, fmt.Errorf("vpcd: reading frame length: %w", err)
+		}
+		n := frameLen(&hdr)
+		if n == 0 {
+			return served, ErrEmptyFrame
+		}
+		var reply []byte
+		if n == 1 {
+			qa.arm()
+			if _, err := io.ReadFull(conn, ctl[:]); err != nil {
+				return served, fmt.Errorf("vpcd: reading control byte: %w", bodyErr(err))
+			}
+			served = true
+			switch ctl[0] {
+			case CtrlPowerOff:
+				d.powerOff()
+				continue
+			case CtrlPowerOn:
+				d.powerOn()
+				poweredUp = true
+				continue
+			case CtrlReset:
+				d.reset()
+				poweredUp = true
+				continue
+			case CtrlGetATR:
+				reply = d.atr()
+			default:
+				// vpcd sends no other control byte. No reply: vpcd would
+				// not read one, and a stray frame would desynchronise it.
+				d.log.Warn("vpcd: unknown control byte ignored", "byte", ctl[0])
+				continue
+			}
+		} else {
+			// A fresh slice per command: the card may keep it.
+			cmd := make([]byte, n)
+			qa.arm()
+			if _, err := io.ReadFull(conn, cmd); err != nil {
+				return served, fmt.Errorf("vpcd: reading %d-byte command: %w", n, bodyErr(err))
+			}
+			served = true
+			reply = d.transmit(cmd)
+		}
+		out = appendFrame(out[:0], reply)
+		if _, err := conn.Write(out); err != nil {
+			return served, fmt.Errorf("vpcd: writing reply: %w", err)
+		}
+		if n == 1 && poweredUp && !announced && len(reply) > 0 {
+			announced = true
+			if powered != nil {
+				powered()
+			}
+		}
+	}
+}
+
+// closedHere reports whether err comes from this side closing the
+// connection (Remove, Tap, context), which is not a failure.
+func closedHere(err error) bool { return errors.Is(err, net.ErrClosed) }
+
+// ServeConn serves card on one connection from a vpcd-protocol reader until
+// the reader closes it, a protocol or I/O error occurs, or ctx is done (then
+// conn is closed). It returns nil when the reader closed the connection
+// between frames or ctx ended it. conn is always closed on return.
+//
+// The card is powered off when the connection starts and when it ends, as
+// on entering and leaving a reader.
+func ServeConn(ctx context.Context, conn net.Conn, card applet.Card, opts ...Option) error {
+	cfg := newConfig(opts)
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	defer conn.Close()
+	_, err := newDriver(card, cfg.log).serve(conn, nil)
+	if errors.Is(err, ErrReaderClosed) || ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// Serve accepts connections from vpcd-protocol readers on l and serves card
+// on them, one connection at a time: a card sits in one reader. Further
+// connections wait in the listen backlog until the current one ends, so a
+// reader that reconnects right after closing is served as soon as the card
+// notices the close.
+//
+// For each connection, OnState sees Connected, Powered (as for Attacher)
+// and Removed. Serve returns nil when ctx is done, or the error that stopped
+// Accept; it closes l before returning.
+func Serve(ctx context.Context, l net.Listener, card applet.Card, opts ...Option) error {
+	cfg := newConfig(opts)
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+	defer l.Close()
+	d := newDriver(card, cfg.log)
+	emit := func(e Event) {
+		if cfg.onState != nil {
+			cfg.onState(e)
+		}
+	}
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("vpcd: accepting a reader connection: %w", err)
+		}
+		peer := conn.RemoteAddr().String()
+		cfg.log.Info("vpcd: reader connected", "peer", peer)
+		emit(Event{State: Connected, Addr: peer})
+		cstop := context.AfterFunc(ctx, func() { conn.Close() })
+		_, err = d.serve(conn, func() { emit(Event{State: Powered, Addr: peer}) })
+		cstop()
+		conn.Close()
+		if ctx.Err() != nil && closedHere(err) {
+			err = nil
+		}
+		cfg.log.Info("vpcd: reader disconnected", "peer", peer, "reason", err)
+		emit(Event{State: Removed, Addr: peer, Err: err})
+	}
+}
