@@ -212,14 +212,17 @@ func ParseHex(s string) (Command, error) {
 
 // DecodeHex decodes hex that may contain spaces, tabs, colons or newlines.
 func DecodeHex(s string) ([]byte, error) {
-	clean := strings.Map(func(r rune) rune {
-		switch r {
+	// Filter bytes, not runes: strings.Map would turn invalid UTF-8 into
+	// U+FFFD and the error would then name a byte that is not in s.
+	clean := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
 		case ' ', '\t', ':', '\n', '\r':
-			return -1
+		default:
+			clean = append(clean, c)
 		}
-		return r
-	}, s)
-	b, err := hex.DecodeString(clean)
+	}
+	b, err := hex.DecodeString(string(clean))
 	if err != nil {
 		return nil, fmt.Errorf("apdu: bad hex %q: %w", s, err)
 	}

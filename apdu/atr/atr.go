@@ -27,13 +27,13 @@ var (
 	ErrInvalid = errors.New("atr: cannot encode")
 )
 
-// Initial characters (ISO/IEC 7816-3 §8.1).
+// Initial characters (ISO/IEC 7816-3 §8.2.1).
 const (
 	Direct  byte = 0x3B // direct convention: high level is 1, LSB first
 	Inverse byte = 0x3F // inverse convention: low level is 1, MSB first
 )
 
-// MaxLen is the longest ATR ISO/IEC 7816-3 §8.2.1 allows: TS and at most 32
+// MaxLen is the longest ATR ISO/IEC 7816-3 §8.1 allows: TS and at most 32
 // further characters.
 const MaxLen = 33
 
@@ -66,7 +66,12 @@ func (g Group) y() byte {
 }
 
 // Protocol returns the protocol type T announced by TD, if present.
-func (g Group) Protocol() (int, bool) { return int(g.TD & 0x0F), g.HasTD }
+func (g Group) Protocol() (int, bool) {
+	if !g.HasTD {
+		return 0, false
+	}
+	return int(g.TD & 0x0F), true
+}
 
 // ATR is a decoded answer-to-reset.
 type ATR struct {

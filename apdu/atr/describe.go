@@ -13,8 +13,14 @@ import (
 func (a *ATR) Describe() string {
 	var d describer
 	d.line(0, "ATR: %s", a)
-	if n := len(a.raw); n > MaxLen {
-		d.line(0, "warning: %d bytes, longer than the %d ISO/IEC 7816-3 §8.2.1 allows", n, MaxLen)
+	n := len(a.raw)
+	if a.raw == nil {
+		if b, err := a.Bytes(); err == nil {
+			n = len(b)
+		}
+	}
+	if n > MaxLen {
+		d.line(0, "warning: %d bytes, longer than the %d ISO/IEC 7816-3 §8.1 allows", n, MaxLen)
 	}
 	switch a.TS {
 	case Direct:
@@ -326,7 +332,7 @@ func (d *describer) capabilities(c Capabilities) {
 		if v&0x10 != 0 {
 			ff = "FF valid as first tag byte"
 		}
-		// Data unit size: 2^n quartets (ISO/IEC 7816-4 Table 87).
+		// Data unit size: 2^n quartets (ISO/IEC 7816-4 data coding byte).
 		quartets := 1 << (v & 0x0F)
 		unit := fmt.Sprintf("%d quartets", quartets)
 		switch {
@@ -385,7 +391,8 @@ func status(v []byte) string {
 	return fmt.Sprintf("% X (malformed, expected 1 to 3 bytes)", v)
 }
 
-// lifeCycle names a life cycle status byte (ISO/IEC 7816-4 §7.4.10).
+// lifeCycle names a life cycle status byte (the LCS coding of
+// ISO/IEC 7816-4).
 func lifeCycle(v byte) string {
 	switch {
 	case v == 0x00:

@@ -48,7 +48,7 @@ type CompactTLV struct {
 
 // StorageCard is the identification a PC/SC Part 3 reader puts in the
 // historical bytes of a memory card without ISO 14443-4 (80 4F 0C A0 00 00
-// 03 06 SS NN NN 00 00 00 00; PC/SC Part 3 §3.1.3.2.3.2).
+// 03 06 SS NN NN 00 00 00 00; PC/SC Part 3 §3.1.3.2.3).
 type StorageCard struct {
 	Standard byte   // SS: which standard and layer the card follows
 	Name     uint16 // NN NN: card name registered with PC/SC
@@ -148,7 +148,7 @@ func (h *Historical) Capabilities() (Capabilities, bool) {
 }
 
 // Capabilities is the value of the card capabilities object: up to three
-// software function tables (ISO/IEC 7816-4 §8.1.1.2.7, Tables 86-88).
+// software function tables (ISO/IEC 7816-4 §8.1.1.2.7).
 // Absent tables read as zero.
 type Capabilities []byte
 
@@ -166,11 +166,11 @@ func (c Capabilities) table(i int) byte {
 func (c Capabilities) Selection() byte { return c.table(0) }
 
 // DataCoding returns the second software function table, the data coding
-// byte (ISO/IEC 7816-4 Table 87).
+// byte (ISO/IEC 7816-4 §8.1.1.2.7).
 func (c Capabilities) DataCoding() byte { return c.table(1) }
 
 // CommandChaining reports b8 of the third table: the card accepts command
-// chaining (CLA b5, ISO/IEC 7816-4 §5.3.3).
+// chaining (CLA b5, ISO/IEC 7816-4 command chaining).
 func (c Capabilities) CommandChaining() bool { return c.table(2)&0x80 != 0 }
 
 // ExtendedLength reports b7 of the third table: the card accepts extended

@@ -40,6 +40,39 @@ type CardConfig struct {
 	Rand io.Reader
 }
 
+// String describes the key set by KVN, KCVs and sequence counter.
+func (k KeySet) String() string {
+	return fmt.Sprintf("{KVN %02X %s sequence %06X}", k.Version, k.Keys, k.Sequence)
+}
+
+// Format masks the keys for every fmt verb.
+func (k KeySet) Format(f fmt.State, _ rune) { writeMasked(f, k.String()) }
+
+// LogValue masks the keys in log/slog output.
+func (k KeySet) LogValue() slog.Value { return slog.StringValue(k.String()) }
+
+// String describes the configuration with masked keys.
+func (c CardConfig) String() string {
+	s := "{KeySets: ["
+	for i, ks := range c.KeySets {
+		if i > 0 {
+			s += " "
+		}
+		if ks == nil {
+			s += "nil"
+		} else {
+			s += ks.String()
+		}
+	}
+	return s + fmt.Sprintf("] KDD: %X I: %02X AID: %X}", c.KDD, byte(c.I), c.AID)
+}
+
+// Format masks the keys for every fmt verb.
+func (c CardConfig) Format(f fmt.State, _ rune) { writeMasked(f, c.String()) }
+
+// LogValue masks the keys in log/slog output.
+func (c CardConfig) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
 type cardState int
 
 const (
@@ -283,7 +316,7 @@ func (c Card) String() string {
 func (c Card) GoString() string { return c.String() }
 
 // Format masks the card for every fmt verb.
-func (c Card) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(c.String())) }
+func (c Card) Format(f fmt.State, _ rune) { writeMasked(f, c.String()) }
 
 // LogValue masks the card in log/slog output.
 func (c Card) LogValue() slog.Value { return slog.StringValue(c.String()) }

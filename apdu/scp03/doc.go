@@ -7,9 +7,10 @@
 //
 //   - GlobalPlatform Card Specification v2.2 Amendment D, Secure Channel
 //     Protocol '03', v1.1.1 (GPC_SPE_014, July 2014), "Amd D".
-//   - GlobalPlatform Card Specification v2.3.1, "GPCS": Annex D.4 for the
-//     command structure of INITIALIZE UPDATE and EXTERNAL AUTHENTICATE,
-//     §11.1.4 for the class byte.
+//   - GlobalPlatform Card Specification v2.2.1, "GPCS", the version Amd D
+//     v1.1.1 references: §D.4.1 and §D.4.2 for the command structure of
+//     INITIALIZE UPDATE and EXTERNAL AUTHENTICATE, §11.1.4 (Tables 11-11,
+//     11-12) for the class byte.
 //   - NIST SP 800-108 (2009) §5.1, KDF in counter mode (§4.1 in Rev. 1).
 //   - NIST SP 800-38B / RFC 4493, AES-CMAC (package apdu/cmac).
 //
@@ -38,6 +39,16 @@
 //	h.Complete(rsp)             ◀──────  9000
 //	h.Wrap(cmd)                 ──────▶  c.Unwrap(raw)
 //	h.Unwrap(rsp)               ◀──────  c.Wrap(rsp)
+//
+// # Class byte and logical channels
+//
+// Wrapping sets the GP secure messaging indicator (b3 in CLA '80'-'8F'
+// and '00'-'0F', b6 in the further classes 'C0'-'CF' and '40'-'4F'); the
+// C-MAC is computed over the class byte brought back to channel 0 (Amd D
+// §6.2.4), so the logical channel number is not integrity protected and a
+// host may set it after wrapping. Le is not MACed either. GP command
+// chaining (GPCS §11.1.5, P1 b8) is not handled here: wrap the whole
+// command and split it afterwards; the card reassembles before Unwrap.
 //
 // # Secrets
 //

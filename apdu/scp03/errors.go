@@ -71,7 +71,7 @@ func StatusFor(err error) apdu.SW {
 		return apdu.ErrRefDataNotFound // '6A88', Amd D §7.1.1
 	case errors.Is(err, ErrSequenceExhausted), errors.Is(err, ErrState):
 		return apdu.ErrConditionsNotMet // '6985', Amd D §6.2.2.1
-	case errors.Is(err, ErrWrongLength):
+	case errors.Is(err, ErrWrongLength), errors.Is(err, apdu.ErrBadLength), errors.Is(err, apdu.ErrCommandTooShort):
 		return apdu.ErrWrongLength // '6700'
 	case errors.Is(err, ErrBadParameter), errors.Is(err, ErrBadLevel):
 		return apdu.ErrIncorrectP1P2 // '6A86'

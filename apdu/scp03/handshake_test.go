@@ -717,3 +717,20 @@ func TestStatusFor(t *testing.T) {
 		}
 	}
 }
+
+// The card's Wrap may be applied to every response by a uniform
+// dispatcher: the bare '9000' of EXTERNAL AUTHENTICATE passes unchanged.
+func TestWrapExternalAuthenticateResponse(t *testing.T) {
+	h, c := pair(t, 16, LevelAll, 0x70, 12)
+	handshake(t, h, c)
+	if got, err := c.Wrap([]byte{0x90, 0x00}); err != nil || !bytes.Equal(got, []byte{0x90, 0x00}) {
+		t.Fatalf("%X %v", got, err)
+	}
+	if _, err := c.Wrap([]byte{0x01, 0x90, 0x00}); !errors.Is(err, ErrState) {
+		t.Fatalf("data without a command: %v", err)
+	}
+	exchange(t, h, c, testCommands()[5], testResponses()[4])
+	if StatusFor(fmt.Errorf("%w: %w", ErrMalformed, apdu.ErrBadLength)) != apdu.ErrWrongLength {
+		t.Fatal("length errors must answer 6700")
+	}
+}

@@ -30,6 +30,17 @@ type HostConfig struct {
 	Rand io.Reader
 }
 
+// String describes the configuration with masked keys.
+func (c HostConfig) String() string {
+	return fmt.Sprintf("{Keys: %s KeyVersion: %02X Level: %s AID: %X}", c.Keys, c.KeyVersion, c.Level, c.AID)
+}
+
+// Format masks the keys for every fmt verb.
+func (c HostConfig) Format(f fmt.State, _ rune) { writeMasked(f, c.String()) }
+
+// LogValue masks the keys in log/slog output.
+func (c HostConfig) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
 type hostState int
 
 const (
@@ -242,7 +253,7 @@ func (h Host) String() string {
 func (h Host) GoString() string { return h.String() }
 
 // Format masks the host for every fmt verb.
-func (h Host) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(h.String())) }
+func (h Host) Format(f fmt.State, _ rune) { writeMasked(f, h.String()) }
 
 // LogValue masks the host in log/slog output.
 func (h Host) LogValue() slog.Value { return slog.StringValue(h.String()) }

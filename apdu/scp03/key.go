@@ -122,3 +122,31 @@ func (s SessionKeys) Wipe() {
 	s.RMAC.Wipe()
 	s.DEK.Wipe()
 }
+
+// writeMasked is the Format of every type holding keys: whatever the
+// verb, only the masked description is printed. Containers format
+// themselves rather than relying on fmt to reach their Key fields,
+// because fmt bypasses methods when it reports a bad verb.
+func writeMasked(f fmt.State, s string) { _, _ = f.Write([]byte(s)) }
+
+// String lists the KCVs of the key set.
+func (s StaticKeys) String() string {
+	return fmt.Sprintf("{ENC: %s, MAC: %s, DEK: %s}", s.ENC, s.MAC, s.DEK)
+}
+
+// Format masks the keys for every fmt verb.
+func (s StaticKeys) Format(f fmt.State, _ rune) { writeMasked(f, s.String()) }
+
+// LogValue masks the keys in log/slog output.
+func (s StaticKeys) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// String lists the KCVs of the session keys.
+func (s SessionKeys) String() string {
+	return fmt.Sprintf("{S-ENC: %s, S-MAC: %s, S-RMAC: %s, DEK: %s}", s.ENC, s.MAC, s.RMAC, s.DEK)
+}
+
+// Format masks the keys for every fmt verb.
+func (s SessionKeys) Format(f fmt.State, _ rune) { writeMasked(f, s.String()) }
+
+// LogValue masks the keys in log/slog output.
+func (s SessionKeys) LogValue() slog.Value { return slog.StringValue(s.String()) }

@@ -342,6 +342,12 @@ func (s *Session) WrapResponse(resp []byte) ([]byte, error) {
 		return clone(resp), nil
 	}
 	if !s.pending {
+		// No unwrapped command to answer: only the bare status of a
+		// response that carries no R-MAC may pass, such as the '9000' of
+		// EXTERNAL AUTHENTICATE (Amd D §6.2.5).
+		if len(resp) == 2 {
+			return clone(resp), nil
+		}
 		return nil, fmt.Errorf("%w: no command to answer", ErrState)
 	}
 	s.pending = false
@@ -431,7 +437,7 @@ func (s Session) String() string {
 func (s Session) GoString() string { return s.String() }
 
 // Format masks the session for every fmt verb.
-func (s Session) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(s.String())) }
+func (s Session) Format(f fmt.State, _ rune) { writeMasked(f, s.String()) }
 
 // LogValue masks the session in log/slog output.
 func (s Session) LogValue() slog.Value { return slog.StringValue(s.String()) }

@@ -31,7 +31,7 @@ var (
 
 // MaxLength is the longest value Encode accepts: the 83 xx xx xx form is the
 // longest GlobalPlatform and 7816-4 implementations are expected to handle
-// (GPCS §11.1.5 uses at most 82; ISO/IEC 7816-4 §5.2.2.2 allows 83).
+// (GPCS §11.1.5 uses at most 82; ISO/IEC 7816-4 §5.2.2 allows 83).
 const MaxLength = 0xFFFFFF
 
 // maxDepth bounds how deeply Parse descends into constructed values. Real
@@ -60,7 +60,7 @@ func (t Tag) Len() int {
 }
 
 // Bytes returns the tag field as it appears on the wire. GET DATA uses it for
-// P1-P2 (ISO/IEC 7816-4 §11.4.3).
+// P1-P2 (ISO/IEC 7816-4 GET DATA).
 func (t Tag) Bytes() []byte {
 	n := t.Len()
 	b := make([]byte, n)
@@ -117,7 +117,7 @@ type TLV struct {
 }
 
 // Parse decodes a sequence of BER-TLV objects. Bytes 00 and FF between
-// objects are skipped as padding (ISO/IEC 7816-4 §5.2.2.1: they are not
+// objects are skipped as padding (ISO/IEC 7816-4 §5.2.2: they are not
 // valid first tag bytes in interindustry data).
 func Parse(b []byte) ([]TLV, error) {
 	return parseList(b, 0, 0)
@@ -214,7 +214,7 @@ func parseTag(b []byte, base int) (Tag, int, error) {
 
 // parseLength reads a definite length field (ISO/IEC 8825-1 §8.1.3): short
 // form 00..7F, or 8n followed by n big-endian bytes. n is limited to 4; the
-// indefinite form 80 is not allowed by ISO/IEC 7816-4 §5.2.2.2.
+// indefinite form 80 is not allowed by ISO/IEC 7816-4 §5.2.2.
 func parseLength(b []byte, base int) (uint64, int, error) {
 	if len(b) == 0 {
 		return 0, 0, fmt.Errorf("%w: length expected at offset %d", ErrTruncated, base)
@@ -345,9 +345,9 @@ func FindAll(list []TLV, tag Tag) []TLV {
 // length in brackets, and for primitive objects the value in hex (followed
 // by its text when it is all printable ASCII, as names and labels are).
 //
-//	6F [16]
+//	6F [15]
 //	  84 [7] A0000001510000
-//	  A5 [5]
+//	  A5 [4]
 //	    9F65 [1] FF
 func Dump(w io.Writer, list []TLV) error {
 	var sb strings.Builder

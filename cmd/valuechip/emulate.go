@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -29,6 +30,7 @@ func newEmulate() *cobra.Command {
 		t0        bool
 		echo      bool
 		verbose   bool
+		tapGap    time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "emulate",
@@ -89,7 +91,7 @@ same.`,
 				}))
 			}
 			att := vpcd.New(card, vpcd.WithAddr(addr), vpcd.WithSlot(slot),
-				vpcd.WithOnState(onState), vpcd.WithLogger(logger))
+				vpcd.WithOnState(onState), vpcd.WithLogger(logger), vpcd.WithTapGap(tapGap))
 			go controlLoop(ctx, cmd.InOrStdin(), att, cancel)
 			return att.Run(ctx)
 		},
@@ -103,6 +105,7 @@ same.`,
 	f.BoolVar(&t0, "t0", false, "answer like a T=0 card: response data of case-4 commands through 61xx + GET RESPONSE")
 	f.BoolVar(&echo, "echo", false, "emulate a bare echo card (answers every command with its data and 9000): a baseline for benchmarks")
 	f.BoolVar(&verbose, "verbose", false, "log connections and power changes")
+	f.DurationVar(&tapGap, "tap-gap", vpcd.DefaultTapGap, "how long a tap keeps the card out of the reader (pcscd polls presence every 400 ms)")
 	cmd.MarkFlagsMutuallyExclusive("listen", "slot")
 	cmd.MarkFlagsMutuallyExclusive("echo", "card-file")
 	return cmd

@@ -124,8 +124,10 @@ func (c *Card) Reset(ctx context.Context, cold bool) error {
 }
 
 // Close disconnects from the card, leaving it powered unless ResetOnClose
-// was set. Closing a connection to a card that was already removed is not
-// an error. Closing twice is a no-op.
+// was set. It waits for a Transceive in progress to finish (pcsc-lite
+// would make it wait anyway). Closing a connection to a card that was
+// already removed, or after pcscd stopped, is not an error. Closing twice
+// is a no-op.
 func (c *Card) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -146,6 +148,8 @@ func (c *Card) Close() error {
 		}
 	case codeRemovedCard, codeResetCard, codeNoSmartcard:
 		return nil // nothing left to leave as it was
+	case codeNoService, codeServiceStopped, codeCommError:
+		return nil // pcscd is gone, and the handle with it
 	}
 	return wrap(fmt.Sprintf("disconnect from %q", c.name), err)
 }

@@ -30,6 +30,7 @@ type Attacher struct {
 	mu          sync.Mutex
 	running     bool
 	removed     bool
+	moves       uint64             // counts Remove and Insert calls, so a late Tap re-insertion yields to them
 	conn        net.Conn           // the connection being served, if any
 	closedByUs  bool               // Remove closed conn
 	cancelDial  context.CancelFunc // aborts the attempt under way
@@ -75,6 +76,7 @@ func (a *Attacher) Status() Event {
 // Removed once done.
 func (a *Attacher) Remove() {
 	a.mu.Lock()
+	a.moves++
 	a.removed = true
 	if a.conn != nil {
 		a.closedByUs = true
@@ -91,17 +93,34 @@ func (a *Attacher) Remove() {
 // Insert puts the card back: the Attacher connects again at once.
 func (a *Attacher) Insert() {
 	a.mu.Lock()
+	a.moves++
 	a.removed = false
 	a.mu.Unlock()
 	a.signal()
 }
 
-// Tap removes the card and inserts it again, as a contactless card briefly
-// leaving the field: the connection is closed and a new one made, so pcscd
-// sees a removal and then an insertion.
+// Tap removes the card and inserts it again after the tap gap (WithTapGap),
+// as a contactless card briefly leaving the field, so pcscd sees a removal
+// and then an insertion. It does not block. The gap matters: pcscd notices
+// presence only at its 400 ms polls, and vpcd accepts a waiting connection
+// at the same poll in which it finds the old one closed, so a card that
+// comes back at once is never seen to leave — pcscd then takes it for the
+// old card, already powered down, and never powers it up (observed with
+// Debian 12's pcscd 1.9.9 and vpcd 0.8). A Remove or Insert during the gap
+// cancels the re-insertion.
 func (a *Attacher) Tap() {
 	a.Remove()
-	a.Insert()
+	a.mu.Lock()
+	moves := a.moves
+	a.mu.Unlock()
+	time.AfterFunc(a.cfg.tapGap, func() {
+		a.mu.Lock()
+		stale := a.moves != moves
+		a.mu.Unlock()
+		if !stale {
+			a.Insert()
+		}
+	})
 }
 
 func (a *Attacher) signal() {
@@ -248,26 +267,25 @@ func (a *Attacher) dial(ctx context.Context) (conn net.Conn, aborted bool, err e
 	return conn, false, nil
 }
 
-// backoff is the delay after the n-th consecutive failure (n ≥ 1): min
-// doubled n-1 times, capped at max, drawn uniformly from [d/2, d] so that
-// several cards (two vpcd slots) do not retry in lockstep.
+// backoff is the delay after the n-th consecutive failure (n ≥ 1): the
+// first delay doubled n-1 times, capped at the limit, drawn uniformly from
+// [d/2, d] so that several cards (two vpcd slots) do not retry in lockstep.
 func (a *Attacher) backoff(n int) time.Duration {
 	return backoffDelay(a.cfg.backoffMin, a.cfg.backoffMax, n, rand.Int64N)
 }
 
-func backoffDelay(min, max time.Duration, n int, randN func(int64) int64) time.Duration {
-	if min <= 0 {
+func backoffDelay(first, limit time.Duration, n int, randN func(int64) int64) time.Duration {
+	if first <= 0 {
 		return 0
 	}
-	if max < min {
-		max = min
-	}
-	d := min
-	for i := 1; i < n && d < max; i++ {
+	limit = max(limit, first)
+	d := first
+	for i := 1; i < n && d < limit; i++ {
+		if d > limit/2 {
+			d = limit // and no overflow for a huge limit
+			break
+		}
 		d *= 2
-	}
-	if d > max {
-		d = max
 	}
 	half := d / 2
 	return half + time.Duration(randN(int64(d-half)+1))

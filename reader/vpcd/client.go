@@ -1,12 +1,14 @@
 package vpcd
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 // later call fails with the same error: open a new Client.
 type Client struct {
 	conn net.Conn
+	r    *bufio.Reader // one read(2) for a reply that arrived whole
 	name string
 
 	mu  sync.Mutex
@@ -50,7 +53,7 @@ func Dial(ctx context.Context, addr string) (*Client, error) {
 // anything: the card is unpowered until PowerOn. name is what Reader
 // reports.
 func NewClient(conn net.Conn, name string) *Client {
-	return &Client{conn: conn, name: name}
+	return &Client{conn: conn, r: bufio.NewReaderSize(conn, readBufSize), name: name}
 }
 
 // PowerOn powers the card on (a cold reset) and reads its ATR.
@@ -95,8 +98,8 @@ func (c *Client) ATR() []byte {
 	return bytes.Clone(c.atr)
 }
 
-// Protocol implements reader.Conn, from the ATR (see protocolOf): T=1
-// unless the ATR offers only T=0.
+// Protocol implements reader.Conn, from the cached ATR: T=1 if it offers
+// T=1 or cannot be parsed, T=0 if T=0 is its only protocol.
 func (c *Client) Protocol() reader.Protocol {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -177,14 +180,19 @@ func (c *Client) exchange(ctx context.Context, f func() error) error {
 	if hasDL {
 		_ = c.conn.SetDeadline(dl)
 	}
-	fired := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		_ = c.conn.SetDeadline(aLongTimeAgo)
-		close(fired)
-	})
-	err := f()
-	if !stop() {
-		<-fired // ctx fired: wait for the poisoned deadline before clearing it
+	var err error
+	if ctx.Done() == nil { // never cancelled (Transmit): no watcher needed
+		err = f()
+	} else {
+		fired := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() {
+			_ = c.conn.SetDeadline(aLongTimeAgo)
+			close(fired)
+		})
+		err = f()
+		if !stop() {
+			<-fired // ctx fired: wait for the poisoned deadline before clearing it
+		}
 	}
 	if hasDL || ctx.Err() != nil {
 		_ = c.conn.SetDeadline(time.Time{})
@@ -192,7 +200,12 @@ func (c *Client) exchange(ctx context.Context, f func() error) error {
 	if err == nil {
 		return nil // complete even if ctx ended just after: framing is intact
 	}
-	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+	cerr := ctx.Err()
+	if cerr == nil && hasDL && errors.Is(err, os.ErrDeadlineExceeded) {
+		// The socket deadline can fire a moment before ctx's own timer.
+		cerr = context.DeadlineExceeded
+	}
+	if cerr != nil && !errors.Is(err, cerr) {
 		err = fmt.Errorf("%w (%w)", cerr, err)
 	}
 	c.err = fmt.Errorf("%s: %w", c.name, err)
@@ -211,7 +224,7 @@ func (c *Client) roundTrip(wantReply bool) ([]byte, error) {
 		return nil, nil
 	}
 	var hdr [2]byte
-	if _, err := io.ReadFull(c.conn, hdr[:]); err != nil {
+	if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
 		return nil, fmt.Errorf("reading reply length: %w", removedErr(err))
 	}
 	n := frameLen(&hdr)
@@ -219,7 +232,7 @@ func (c *Client) roundTrip(wantReply bool) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %w", reader.ErrNoCard, ErrEmptyFrame)
 	}
 	body := make([]byte, n)
-	if _, err := io.ReadFull(c.conn, body); err != nil {
+	if _, err := io.ReadFull(c.r, body); err != nil {
 		return nil, fmt.Errorf("reading %d-byte reply: %w", n, removedErr(bodyErr(err)))
 	}
 	return body, nil

@@ -134,15 +134,15 @@ func startServeConn(t testing.TB, card *fakeCard, opts ...Option) (net.Conn, <-c
 	readerEnd, cardEnd := net.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ServeConn(ctx, cardEnd, card, opts...) }()
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		done <- ServeConn(ctx, cardEnd, card, opts...)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		readerEnd.Close()
-		select {
-		case <-done: // consumed by the test, or now
-		case <-time.After(waitLimit):
-			t.Error("ServeConn did not return")
-		}
+		recv(t, finished)
 	})
 	return readerEnd, done
 }

@@ -85,6 +85,7 @@ type config struct {
 	backoffMin time.Duration
 	backoffMax time.Duration
 	onState    func(Event)
+	tapGap     time.Duration
 	log        *slog.Logger
 	dial       func(ctx context.Context, network, addr string) (net.Conn, error)
 }
@@ -97,6 +98,11 @@ const (
 	DefaultBackoffMax = 2 * time.Second
 )
 
+// DefaultTapGap is how long Tap keeps the card out of the reader: more than
+// two of pcscd's 400 ms presence polls, so one of them surely finds the slot
+// empty (vsmartcard.md §5).
+const DefaultTapGap = time.Second
+
 // dialTimeout bounds one connection attempt; vpcd is local, so this only
 // matters for a misrouted address.
 const dialTimeout = 5 * time.Second
@@ -106,6 +112,7 @@ func newConfig(opts []Option) config {
 		addr:       DefaultAddr,
 		backoffMin: DefaultBackoffMin,
 		backoffMax: DefaultBackoffMax,
+		tapGap:     DefaultTapGap,
 	}
 	for _, o := range opts {
 		o(&c)
@@ -127,15 +134,19 @@ func WithAddr(addr string) Option { return func(c *config) { c.addr = addr } }
 // with the default address dials 127.0.0.1:35964, "Virtual PCD 00 01".
 func WithSlot(slot int) Option { return func(c *config) { c.slot = slot } }
 
-// WithBackoff sets the reconnection delay: min after the first failure,
-// doubling up to max, each delay drawn uniformly from its upper half
-// (jitter). Defaults DefaultBackoffMin and DefaultBackoffMax.
-func WithBackoff(min, max time.Duration) Option {
+// WithBackoff sets the reconnection delay: first after the first failure,
+// doubling up to limit, each delay drawn uniformly from its upper half
+// (jitter). Defaults DefaultBackoffMin and DefaultBackoffMax; first ≤ 0
+// retries at once (tests).
+func WithBackoff(first, limit time.Duration) Option {
 	return func(c *config) {
-		c.backoffMin = min
-		c.backoffMax = max
+		c.backoffMin = first
+		c.backoffMax = limit
 	}
 }
+
+// WithTapGap sets how long Tap keeps the card out (DefaultTapGap).
+func WithTapGap(d time.Duration) Option { return func(c *config) { c.tapGap = max(d, 0) } }
 
 // WithOnState registers a callback for state changes. It is called from the
 // goroutine that serves the card, one event at a time and in order, so it

@@ -1,6 +1,7 @@
 package vpcd
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -11,9 +12,9 @@ import (
 	"github.com/valuechip/valuechip/applet"
 )
 
-// swNoDiagnosis is SW 6F00, "no precise diagnosis" (ISO/IEC 7816-4 §5.6):
-// the answer when the card itself failed. A card cannot stay silent: vpcd
-// would take an empty reply as the card leaving the reader.
+// swNoDiagnosis is SW 6F00, "no precise diagnosis" (ISO/IEC 7816-4 status
+// bytes): the answer when the card itself failed. A card cannot stay
+// silent: vpcd would take an empty reply as the card leaving the reader.
 var swNoDiagnosis = []byte{0x6F, 0x00}
 
 // driver drives one card over successive connections. It is used by one
@@ -35,14 +36,17 @@ func newDriver(card applet.Card, log *slog.Logger) *driver {
 // Control byte → card method mapping.
 //
 //	00 power off → PowerOff()
-//	01 power on  → PowerOn(): a cold reset, ISO/IEC 7816-3 §6.2.2
-//	             (pcscd sends it on SCardConnect after an idle power-off)
-//	02 reset     → Reset(true) when powered: a warm reset, ISO/IEC 7816-3
-//	             §6.2.3. vpcd sends it for pcsc-lite's IFD_RESET, i.e.
-//	             SCardReconnect or SCardDisconnect with SCARD_RESET_CARD,
-//	             which PC/SC defines as a warm reset; SCARD_UNPOWER_CARD
-//	             arrives as 00 then 01 instead. When unpowered, PowerOn():
-//	             IFD_RESET on an unpowered card powers it up.
+//	01 power on  → PowerOn(): activation and cold reset (ISO/IEC 7816-3
+//	             §6). pcscd sends it when it first sees the card and on
+//	             SCardConnect after its idle power-off (vsmartcard.md §5).
+//	02 reset     → Reset(true) when powered: a warm reset (ISO/IEC 7816-3
+//	             §6, RST cycled with power kept). vpcd sends it for
+//	             pcsc-lite's IFD_RESET, which SCardReconnect and
+//	             SCardDisconnect with SCARD_RESET_CARD ask for ("ATR? RESET
+//	             ATR?", vsmartcard.md §5) and which PC/SC means as a warm
+//	             reset; removing power is IFD_POWER_DOWN, i.e. 00. When
+//	             unpowered, PowerOn() instead: IFD_RESET on an unpowered
+//	             card powers it up.
 //	04 get ATR   → ATR(), answered whatever the power state: presence polls
 //	             ask every 400 ms, powered or not (vsmartcard.md §5).
 func (d *driver) powerOff() {
@@ -130,17 +134,18 @@ func (d *driver) serve(conn net.Conn, powered func()) (served bool, err error) {
 			d.powerOff()
 		}
 	}()
-	qa := newQuickAck(conn)
+	// Reads go through a buffer so that a frame that arrived whole costs
+	// one read(2), and TCP_QUICKACK is armed before each read(2) that
+	// actually happens (ackReader).
+	r := bufio.NewReaderSize(ackReader{conn, newQuickAck(conn)}, readBufSize)
 	var (
 		hdr       [2]byte
 		ctl       [1]byte
 		out       []byte // reply buffer, reused: one write per reply
-		poweredUp bool   // a power-on or reset was seen on this connection
-		announced bool
+		announced bool   // powered was called
 	)
 	for {
-		qa.arm()
-		if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
 			if err == io.EOF {
 				return served, ErrReaderClosed
 			}
@@ -152,8 +157,7 @@ func (d *driver) serve(conn net.Conn, powered func()) (served bool, err error) {
 		}
 		var reply []byte
 		if n == 1 {
-			qa.arm()
-			if _, err := io.ReadFull(conn, ctl[:]); err != nil {
+			if _, err := io.ReadFull(r, ctl[:]); err != nil {
 				return served, fmt.Errorf("vpcd: reading control byte: %w", bodyErr(err))
 			}
 			served = true
@@ -163,11 +167,9 @@ func (d *driver) serve(conn net.Conn, powered func()) (served bool, err error) {
 				continue
 			case CtrlPowerOn:
 				d.powerOn()
-				poweredUp = true
 				continue
 			case CtrlReset:
 				d.reset()
-				poweredUp = true
 				continue
 			case CtrlGetATR:
 				reply = d.atr()
@@ -180,8 +182,7 @@ func (d *driver) serve(conn net.Conn, powered func()) (served bool, err error) {
 		} else {
 			// A fresh slice per command: the card may keep it.
 			cmd := make([]byte, n)
-			qa.arm()
-			if _, err := io.ReadFull(conn, cmd); err != nil {
+			if _, err := io.ReadFull(r, cmd); err != nil {
 				return served, fmt.Errorf("vpcd: reading %d-byte command: %w", n, bodyErr(err))
 			}
 			served = true
@@ -191,13 +192,31 @@ func (d *driver) serve(conn net.Conn, powered func()) (served bool, err error) {
 		if _, err := conn.Write(out); err != nil {
 			return served, fmt.Errorf("vpcd: writing reply: %w", err)
 		}
-		if n == 1 && poweredUp && !announced && len(reply) > 0 {
+		// The connection began unpowered, so d.powered means the reader
+		// powered the card on this connection: with this ATR answer pcscd
+		// has what it needs to report the card.
+		if n == 1 && d.powered && !announced && len(reply) > 0 {
 			announced = true
 			if powered != nil {
 				powered()
 			}
 		}
 	}
+}
+
+// readBufSize holds a short APDU with room to spare; longer payloads are
+// read straight into their slice by bufio.
+const readBufSize = 4096
+
+// ackReader arms TCP_QUICKACK before every read(2) on the socket.
+type ackReader struct {
+	r  io.Reader
+	qa *quickAck
+}
+
+func (a ackReader) Read(p []byte) (int, error) {
+	a.qa.arm()
+	return a.r.Read(p)
 }
 
 // closedHere reports whether err comes from this side closing the
@@ -210,14 +229,12 @@ func closedHere(err error) bool { return errors.Is(err, net.ErrClosed) }
 // between frames or ctx ended it. conn is always closed on return.
 //
 // The card is powered off when the connection starts and when it ends, as
-// on entering and leaving a reader.
+// on entering and leaving a reader. OnState sees Connected, Powered and
+// Removed, as with Serve.
 func ServeConn(ctx context.Context, conn net.Conn, card applet.Card, opts ...Option) error {
 	cfg := newConfig(opts)
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	defer conn.Close()
-	_, err := newDriver(card, cfg.log).serve(conn, nil)
-	if errors.Is(err, ErrReaderClosed) || ctx.Err() != nil {
+	err := serveOne(ctx, conn, newDriver(card, cfg.log), cfg)
+	if errors.Is(err, ErrReaderClosed) {
 		return nil
 	}
 	return err
@@ -238,11 +255,6 @@ func Serve(ctx context.Context, l net.Listener, card applet.Card, opts ...Option
 	defer stop()
 	defer l.Close()
 	d := newDriver(card, cfg.log)
-	emit := func(e Event) {
-		if cfg.onState != nil {
-			cfg.onState(e)
-		}
-	}
 	for {
 		conn, err := l.Accept()
 		if err != nil {
@@ -251,17 +263,29 @@ func Serve(ctx context.Context, l net.Listener, card applet.Card, opts ...Option
 			}
 			return fmt.Errorf("vpcd: accepting a reader connection: %w", err)
 		}
-		peer := conn.RemoteAddr().String()
-		cfg.log.Info("vpcd: reader connected", "peer", peer)
-		emit(Event{State: Connected, Addr: peer})
-		cstop := context.AfterFunc(ctx, func() { conn.Close() })
-		_, err = d.serve(conn, func() { emit(Event{State: Powered, Addr: peer}) })
-		cstop()
-		conn.Close()
-		if ctx.Err() != nil && closedHere(err) {
-			err = nil
-		}
-		cfg.log.Info("vpcd: reader disconnected", "peer", peer, "reason", err)
-		emit(Event{State: Removed, Addr: peer, Err: err})
+		_ = serveOne(ctx, conn, d, cfg) // reported through OnState and the log
 	}
+}
+
+// serveOne serves one accepted connection, closes it, and reports it. The
+// error is nil when ctx ended the connection.
+func serveOne(ctx context.Context, conn net.Conn, d *driver, cfg config) error {
+	emit := func(e Event) {
+		if cfg.onState != nil {
+			cfg.onState(e)
+		}
+	}
+	peer := conn.RemoteAddr().String()
+	cfg.log.Info("vpcd: reader connected", "peer", peer)
+	emit(Event{State: Connected, Addr: peer})
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	_, err := d.serve(conn, func() { emit(Event{State: Powered, Addr: peer}) })
+	stop()
+	conn.Close()
+	if ctx.Err() != nil && closedHere(err) {
+		err = nil
+	}
+	cfg.log.Info("vpcd: reader disconnected", "peer", peer, "reason", err)
+	emit(Event{State: Removed, Addr: peer, Err: err})
+	return err
 }

@@ -276,7 +276,7 @@ func TestServeConnEndings(t *testing.T) {
 		send    []byte
 		wantErr error // nil: a clean end
 	}{
-		{"EOF between frames", frame(CtrlGetATR), nil},
+		{"EOF between frames", frame(CtrlPowerOn), nil}, // no reply to race with the close
 		{"zero-length frame", []byte{0x00, 0x00}, ErrEmptyFrame},
 		{"EOF inside the length", []byte{0x00}, io.ErrUnexpectedEOF},
 		{"EOF before the control byte", []byte{0x00, 0x01}, io.ErrUnexpectedEOF},
@@ -386,4 +386,25 @@ func TestServeCancel(t *testing.T) {
 	require.Equal(t, []string{"off", "on", "off"}, card.power())
 	_, err = net.Dial("tcp", l.Addr().String())
 	require.Error(t, err, "the listener must be closed")
+}
+
+// Powered needs the card to be powered when the ATR is answered: a
+// power-on undone before the ATR request does not count.
+func TestPoweredNeedsPower(t *testing.T) {
+	card := newFakeCard()
+	ev, opt := events()
+	conn, done := startServeConn(t, card, opt)
+	c := NewClient(conn, "pipe")
+	ctx := ctxT(t)
+	nextState(t, ev, Connected)
+	_, err := conn.Write(append(frame(CtrlPowerOn), frame(CtrlPowerOff)...))
+	require.NoError(t, err)
+	_, err = c.RequestATR(ctx)
+	require.NoError(t, err)
+	require.Empty(t, ev)
+	require.NoError(t, c.Reset(ctx, false)) // reset while off powers on
+	nextState(t, ev, Powered)
+	require.NoError(t, c.Close())
+	require.NoError(t, recv(t, done))
+	require.ErrorIs(t, nextState(t, ev, Removed).Err, ErrReaderClosed)
 }
