@@ -158,6 +158,18 @@ func TestShell(t *testing.T) {
 	require.NotContains(t, out, "never")
 }
 
+// Keys and secret values typed in the shell stay out of its history file.
+func TestShellHistoryKeepsNoSecrets(t *testing.T) {
+	card := "emu:" + filepath.Join(t.TempDir(), "card.json")
+	hist := filepath.Join(t.TempDir(), "history")
+	in := "select F056435445535401\nsecret pin = \"1234\"\nsecure scp03 key=404142434445464748494A4B4C4D4E4F\nsecure scp03 key=${env:K}\nquit\n"
+	_, _, err := cli(t, context.Background(), strings.NewReader(in), "shell", "--reader", card, "--history", hist)
+	require.NoError(t, err)
+	b, err := os.ReadFile(hist)
+	require.NoError(t, err)
+	require.Equal(t, "select F056435445535401\nsecure scp03 key=${env:K}\n", string(b))
+}
+
 func TestShellCompleter(t *testing.T) {
 	in := script.New(script.Config{})
 	c := shellCompleter{in}

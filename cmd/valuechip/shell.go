@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -83,11 +84,14 @@ Shell commands: help, vars, quit (or exit, or Ctrl-D).`,
 				HistoryFile:       history,
 				HistorySearchFold: true,
 				AutoComplete:      shellCompleter{in},
-				InterruptPrompt:   "^C",
-				EOFPrompt:         "",
-				Stdin:             rc,
-				Stdout:            out,
-				Stderr:            cmd.ErrOrStderr(),
+				// Lines are saved by runShell, which leaves out literal
+				// secrets.
+				DisableAutoSaveHistory: true,
+				InterruptPrompt:        "^C",
+				EOFPrompt:              "",
+				Stdin:                  rc,
+				Stdout:                 out,
+				Stderr:                 cmd.ErrOrStderr(),
 			})
 			if err != nil {
 				return fmt.Errorf("shell: %w", err)
@@ -153,6 +157,9 @@ func runShell(cmd *cobra.Command, rl *readline.Instance, in *script.Interpreter)
 				continue
 			}
 		}
+		if !holdsSecret(line) {
+			_ = rl.SaveHistory(line)
+		}
 		pending = append(pending, line)
 		s, err := script.Parse("shell", []byte(strings.Join(pending, "\n")))
 		if errors.Is(err, script.ErrIncomplete) {
@@ -176,6 +183,17 @@ func runShell(cmd *cobra.Command, rl *readline.Instance, in *script.Interpreter)
 			return nil
 		}
 	}
+}
+
+// literalKey matches a key written out in a secure directive.
+var literalKey = regexp.MustCompile(`(?i)\b(key|enc|mac|dek)=[0-9a-f]`)
+
+// holdsSecret reports a line that must not go to the history file: a
+// secret definition, or a secure channel with its keys written out (with
+// key=${env:NAME} it is kept).
+func holdsSecret(line string) bool {
+	f := strings.Fields(strings.ToLower(line))
+	return len(f) > 0 && f[0] == "secret" || literalKey.MatchString(line)
 }
 
 func printVars(w io.Writer, in *script.Interpreter) {
