@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/valuechip/valuechip/applet"
+	"github.com/valuechip/valuechip/applet/profile"
 	"github.com/valuechip/valuechip/applet/testcard"
 	"github.com/valuechip/valuechip/internal/livepcsc"
 	"github.com/valuechip/valuechip/reader"
@@ -82,5 +83,11 @@ func waitPresenceB(b *testing.B, ctx context.Context, pc *pcsc.Context) {
 	}
 }
 
-func BenchmarkVPCDTestCard(b *testing.B) { benchVPCD(b, testcard.New()) }
-func BenchmarkVPCDEcho(b *testing.B)     { benchVPCD(b, testcard.Echo{}) }
+func BenchmarkVPCDTestCard(b *testing.B) {
+	c, err := profile.Build(profile.Sample())
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchVPCD(b, c)
+}
+func BenchmarkVPCDEcho(b *testing.B) { benchVPCD(b, testcard.Echo{}) }

@@ -65,11 +65,12 @@ func TestGoAPIThroughPCSC(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, fci+"9000", strings.ToUpper(hex.EncodeToString(rsp)))
 
-	// A warm reset through pcscd deselects the applet (volatile state).
+	// A warm reset through pcscd deselects the applet (volatile state): the
+	// issuer security domain, default-selected, answers instead.
 	require.NoError(t, conn.Reset(ctx, false))
 	rsp, err = conn.Transceive(ctx, mustHex(t, "8022000004"))
 	require.NoError(t, err)
-	require.Equal(t, "6985", hex.EncodeToString(rsp), "selection must be lost on reset")
+	require.Equal(t, "6d00", hex.EncodeToString(rsp), "selection must be lost on reset")
 }
 
 // (b) Independent PC/SC clients from Debian see the same card and answers.
@@ -144,9 +145,10 @@ func TestCardEvents(t *testing.T) {
 	next(reader.CardInserted)
 	waitPresence(t, slot0, true)
 
-	// The card answers after the tap, with its volatile state reset.
+	// The card answers after the tap, with its volatile state reset: the
+	// security domain is selected again, not the test applet.
 	out := run(t, binary, "send", "--reader", slot0, "80 22 00 00 04", selectTest)
-	require.Equal(t, []string{"6985 (conditions of use not satisfied)", fci + " 9000 (success)"}, lines(out))
+	require.Equal(t, []string{"6D00 (instruction not supported)", fci + " 9000 (success)"}, lines(out))
 
 	got := watcher(5)
 	require.Equal(t, []string{"card_inserted", "card_removed", "card_inserted", "card_removed", "card_inserted"}, got)

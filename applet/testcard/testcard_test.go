@@ -2,15 +2,28 @@ package testcard
 
 import (
 	"encoding/hex"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/valuechip/valuechip/applet"
+	"github.com/valuechip/valuechip/applet/chip"
 )
 
-func tx(t *testing.T, c *Card, cmd string) string {
+// newCard returns a powered chip holding only the test applet, not
+// selected: the runtime's selection and GET RESPONSE handling are part of
+// what these tests check.
+func newCard(t testing.TB, opts ...chip.Option) *chip.Chip {
+	c := chip.New(DefaultATR, append(opts, chip.WithModules(Module))...)
+	f := c.Factory()
+	require.NoError(t, f.AddLoadFile(applet.LoadFile{AID: PackageAID, Modules: [][]byte{ModuleAID}}))
+	require.NoError(t, f.Install(PackageAID, ModuleAID, AID, applet.Privileges{}, nil, true))
+	c.PowerOn()
+	return c
+}
+
+func tx(t *testing.T, c *chip.Chip, cmd string) string {
 	t.Helper()
 	b, err := hex.DecodeString(strings.ReplaceAll(cmd, " ", ""))
 	require.NoError(t, err)
@@ -31,8 +44,7 @@ func TestCommands(t *testing.T) {
 		{"select next occurrence after a match finds nothing", false, []string{sel, "6F108408F056435445535401A5049F6501FF9000", "00A4040208F056435445535401", "6A82"}},
 		{"select last occurrence unsupported", false, []string{"00A4040108F056435445535401", "6A86"}},
 		{"select unknown AID", false, []string{"00A4040005A000000003", "6A82"}},
-		{"select AID too short", false, []string{"00A4040002F056", "6700"}},
-		{"select wrong P1", false, []string{"00A4000002 3F00", "6A86"}},
+		{"select wrong P1", false, []string{"00A4000002 3F00", "6985"}},
 		{"command before select", false, []string{"8010000001AA00", "6985"}},
 		{"echo", false, []string{sel, "", "8010000003010203 00", "0102039000"}},
 		{"echo case 3 answers at once", false, []string{sel, "", "8010000003010203", "0102039000"}},
@@ -48,21 +60,20 @@ func TestCommands(t *testing.T) {
 		{"unknown INS", false, []string{sel, "", "80FE0000", "6D00"}},
 		{"unknown ISO INS", false, []string{sel, "", "00B0000010", "6D00"}},
 		{"unknown CLA", false, []string{sel, "", "A0100000", "6E00"}},
-		{"logical channel", false, []string{"01A4040008F056435445535401", "6881"}},
+		{"closed logical channel", false, []string{"01A4040008F056435445535401", "6881"}},
 		{"chaining", false, []string{sel, "", "9010000001AA", "6884"}},
 		{"malformed lengths", false, []string{"80100000050102", "6700"}},
 		{"too short", false, []string{"80", "6700"}},
-		{"challenge", false, []string{"0084000000", ""}},
-		{"challenge without Le", false, []string{"00840000", "6700"}},
+		{"challenge", false, []string{sel, "", "0084000000", ""}},
+		{"challenge without Le", false, []string{sel, "", "00840000", "6700"}},
 		{"counter", false, []string{sel, "", "8020000004", "000000019000", "8020000004", "000000029000", "8022000004", "000000029000"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var opts []Option
+			var opts []chip.Option
 			if tc.t0 {
-				opts = append(opts, WithT0())
+				opts = append(opts, chip.WithT0())
 			}
-			c := New(opts...)
-			c.PowerOn()
+			c := newCard(t, opts...)
 			for i := 0; i < len(tc.cmds); i += 2 {
 				got := tx(t, c, tc.cmds[i])
 				if want := tc.cmds[i+1]; want != "" {
@@ -76,7 +87,7 @@ func TestCommands(t *testing.T) {
 }
 
 func TestGeneratedDataThroughGetResponse(t *testing.T) {
-	c := New()
+	c := newCard(t)
 	tx(t, c, sel)
 	require.Equal(t, "6100", tx(t, c, "8012012C00"))
 	first := tx(t, c, "00C0000000")
@@ -92,7 +103,7 @@ func TestGeneratedDataThroughGetResponse(t *testing.T) {
 }
 
 func TestPIN(t *testing.T) {
-	c := New()
+	c := newCard(t)
 	tx(t, c, sel)
 	require.Equal(t, "63C3", tx(t, c, "00200080"), "status before any try")
 	require.Equal(t, "63C2", tx(t, c, "002000800430303030"))
@@ -111,13 +122,13 @@ func TestPIN(t *testing.T) {
 }
 
 func TestResetLosesVolatileState(t *testing.T) {
-	for name, reset := range map[string]func(*Card){
-		"warm":      func(c *Card) { c.Reset(true) },
-		"cold":      func(c *Card) { c.Reset(false) },
-		"power off": func(c *Card) { c.PowerOff(); c.PowerOn() },
+	for name, reset := range map[string]func(*chip.Chip){
+		"warm":      func(c *chip.Chip) { c.Reset(true) },
+		"cold":      func(c *chip.Chip) { c.Reset(false) },
+		"power off": func(c *chip.Chip) { c.PowerOff(); c.PowerOn() },
 	} {
 		t.Run(name, func(t *testing.T) {
-			c := New()
+			c := newCard(t)
 			tx(t, c, sel)
 			tx(t, c, "8012012C00")
 			reset(c)
@@ -128,59 +139,30 @@ func TestResetLosesVolatileState(t *testing.T) {
 }
 
 func TestPersistence(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "card.json")
-	c, err := Open(path)
-	require.NoError(t, err)
-	serial := c.Serial()
+	c := newCard(t)
 	tx(t, c, sel)
 	require.Equal(t, "000000019000", tx(t, c, "8020000004"))
 	require.Equal(t, "63C2", tx(t, c, "002000800430303030"))
-
-	again, err := Open(path)
+	img, err := c.MarshalImage()
 	require.NoError(t, err)
-	require.Equal(t, serial, again.Serial())
+
+	again, err := chip.UnmarshalImage(img, chip.WithModules(Module))
+	require.NoError(t, err)
+	again.PowerOn()
 	tx(t, again, sel)
 	require.Equal(t, "000000019000", tx(t, again, "8022000004"), "counter survives")
 	require.Equal(t, "63C2", tx(t, again, "00200080"), "PIN try counter survives")
-
-	entries, err := os.ReadDir(filepath.Dir(path))
-	require.NoError(t, err)
-	require.Len(t, entries, 1, "no temporary files left behind")
 }
 
-func TestOpenRefusesBadFiles(t *testing.T) {
-	dir := t.TempDir()
-	for name, content := range map[string]string{
-		"garbage":      "not json",
-		"version":      `{"version": 99, "serial": "00", "pin_tries_left": 3}`,
-		"tries":        `{"version": 1, "serial": "00", "pin_tries_left": 7}`,
-		"negative try": `{"version": 1, "serial": "00", "pin_tries_left": -1}`,
-	} {
-		t.Run(name, func(t *testing.T) {
-			p := filepath.Join(dir, name)
-			require.NoError(t, os.WriteFile(p, []byte(content), 0o600))
-			_, err := Open(p)
-			require.Error(t, err)
-			require.Contains(t, err.Error(), p)
-		})
-	}
-}
-
-func TestSaveFailureIsAMemoryFailure(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "card.json")
-	c, err := Open(path)
-	require.NoError(t, err)
+// A tear after the try counter's decrement cannot give the try back.
+func TestPINTearing(t *testing.T) {
+	c := newCard(t)
 	tx(t, c, sel)
-	require.NoError(t, os.Chmod(dir, 0o500))
-	t.Cleanup(func() { _ = os.Chmod(dir, 0o700) })
-	if os.Geteuid() == 0 {
-		// root ignores directory permissions: point the card at a path
-		// whose directory does not exist instead.
-		c.path = filepath.Join(dir, "missing", "card.json")
-	}
-	require.Equal(t, "6581", tx(t, c, "8020000004"))
-	require.Equal(t, "000000009000", tx(t, c, "8022000004"), "the counter did not move")
+	c.TearAfter(1)
+	require.Nil(t, c.Transmit([]byte{0x00, 0x20, 0x00, 0x80, 0x04, '1', '2', '3', '4'}))
+	c.PowerOn()
+	tx(t, c, sel)
+	require.Equal(t, "63C2", tx(t, c, "00200080"))
 }
 
 func TestEcho(t *testing.T) {
@@ -196,12 +178,11 @@ func FuzzTransmit(f *testing.F) {
 		f.Add(b, false)
 	}
 	f.Fuzz(func(t *testing.T, cmd []byte, t0 bool) {
-		var opts []Option
+		var opts []chip.Option
 		if t0 {
-			opts = append(opts, WithT0())
+			opts = append(opts, chip.WithT0())
 		}
-		c := New(opts...)
-		c.PowerOn()
+		c := newCard(t, opts...)
 		for _, pre := range []string{sel, "8012012C00"} { // reach states with pending data
 			b, _ := hex.DecodeString(pre)
 			c.Transmit(b)
@@ -213,8 +194,7 @@ func FuzzTransmit(f *testing.F) {
 }
 
 func BenchmarkTransmitEcho(b *testing.B) {
-	c := New()
-	c.PowerOn()
+	c := newCard(b)
 	sb, _ := hex.DecodeString(sel)
 	c.Transmit(sb)
 	cmd, _ := hex.DecodeString("80100000050102030405" + "00")

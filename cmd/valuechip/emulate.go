@@ -16,7 +16,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/valuechip/valuechip/applet"
+	"github.com/valuechip/valuechip/applet/chip"
+	"github.com/valuechip/valuechip/applet/profile"
 	"github.com/valuechip/valuechip/applet/testcard"
+	"github.com/valuechip/valuechip/internal/atomicfile"
 	"github.com/valuechip/valuechip/reader/vpcd"
 )
 
@@ -31,6 +34,7 @@ func newEmulate() *cobra.Command {
 		echo      bool
 		verbose   bool
 		tapGap    time.Duration
+		prof      string
 	)
 	cmd := &cobra.Command{
 		Use:   "emulate",
@@ -56,9 +60,12 @@ same.`,
 			if slot < 0 || slot > 1 {
 				return usagef("--slot %d: vpcd has slots 0 and 1", slot)
 			}
-			card, desc, err := emulatedCard(cardFile, t0, echo)
+			card, desc, testKeys, err := emulatedCard(cardFile, prof, t0, echo)
 			if err != nil {
 				return err
+			}
+			if testKeys {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning: this card's security domain holds the public GlobalPlatform test keys (404142…4F), like a developer sample card; never let it hold value (use --profile FILE with your own keys)")
 			}
 			out := cmd.OutOrStdout()
 			level := slog.LevelWarn
@@ -80,7 +87,7 @@ same.`,
 				// Ready as soon as readers can connect.
 				fmt.Fprintf(out, "ready: listening on %s (use --reader tcp:%s)\n", l.Addr(), l.Addr())
 				if readyFile != "" {
-					if err := testcard.WriteFileAtomic(readyFile, []byte(l.Addr().String()+"\n")); err != nil {
+					if err := atomicfile.Write(readyFile, []byte(l.Addr().String()+"\n")); err != nil {
 						return err
 					}
 				}
@@ -102,6 +109,7 @@ same.`,
 	f.StringVar(&listen, "listen", "", "serve the card on this address instead of connecting to vpcd")
 	f.StringVar(&cardFile, "card-file", "", "file holding the card's persistent state (created on first use; default: in memory)")
 	f.StringVar(&readyFile, "ready-file", "", "write this file once pcscd has powered the card")
+	f.StringVar(&prof, "profile", "sample", "profile for a new chip: sample (ISD + test applet), empty (ISD only) or a profile JSON file")
 	f.BoolVar(&t0, "t0", false, "answer like a T=0 card: response data of case-4 commands through 61xx + GET RESPONSE")
 	f.BoolVar(&echo, "echo", false, "emulate a bare echo card (answers every command with its data and 9000): a baseline for benchmarks")
 	f.BoolVar(&verbose, "verbose", false, "log connections and power changes")
@@ -111,23 +119,48 @@ same.`,
 	return cmd
 }
 
-func emulatedCard(file string, t0, echo bool) (applet.Card, string, error) {
-	var opts []testcard.Option
-	if t0 {
-		opts = append(opts, testcard.WithT0())
+// emulatedCard opens the chip image in file (or makes one in memory),
+// creating new chips from the named profile: "sample" (the ISD and the
+// test applet), "empty" (the ISD alone, as sold to a holder) or a profile
+// JSON file.
+func emulatedCard(file, profName string, t0, echo bool) (card applet.Card, desc string, testKeys bool, err error) {
+	if echo {
+		return testcard.Echo{}, "bare echo card", false, nil
 	}
-	switch {
-	case echo:
-		return testcard.Echo{}, "bare echo card", nil
-	case file != "":
-		c, err := testcard.Open(file, opts...)
-		if err != nil {
-			return nil, "", err
+	var p profile.Profile
+	switch profName {
+	case "", "sample":
+		p = profile.Sample()
+	case "empty":
+		p = profile.Empty()
+	default:
+		if p, err = profile.Load(profName); err != nil {
+			return nil, "", false, usageError{fmt.Errorf("--profile: %w", err)}
 		}
-		return c, fmt.Sprintf("test card %s, serial %s, state in %s", fmt.Sprintf("%X", testcard.AID), c.Serial(), file), nil
 	}
-	c := testcard.New(opts...)
-	return c, fmt.Sprintf("test card %X, serial %s, state in memory only", testcard.AID, c.Serial()), nil
+	var opts []chip.Option
+	if t0 {
+		opts = append(opts, chip.WithT0())
+	}
+	var c *chip.Chip
+	created := true
+	if file != "" {
+		c, created, err = profile.Open(file, p, opts...)
+	} else {
+		c, err = profile.Build(p, opts...)
+	}
+	if err != nil {
+		return nil, "", false, err
+	}
+	where := "in memory only"
+	if file != "" {
+		where = "image " + file
+	}
+	if created {
+		testKeys = p.TestKeys
+		return c, fmt.Sprintf("new chip, serial %X, %d application(s), %s", p.Serial, len(c.Applications()), where), testKeys, nil
+	}
+	return c, fmt.Sprintf("chip loaded from %s, %d application(s)", where, len(c.Applications())), false, nil
 }
 
 // stateReporter prints the card's presence changes and signals readiness:
@@ -138,7 +171,7 @@ func stateReporter(out io.Writer, readyFile string, log *slog.Logger) func(vpcd.
 		switch e.State {
 		case vpcd.Powered:
 			if readyFile != "" {
-				if err := testcard.WriteFileAtomic(readyFile, []byte(e.Addr+"\n")); err != nil {
+				if err := atomicfile.Write(readyFile, []byte(e.Addr+"\n")); err != nil {
 					log.Error("writing the ready file", "file", readyFile, "err", err)
 				}
 			}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/valuechip/valuechip/applet"
+	"github.com/valuechip/valuechip/applet/profile"
 	"github.com/valuechip/valuechip/applet/testcard"
 	"github.com/valuechip/valuechip/reader"
 	"github.com/valuechip/valuechip/reader/emu"
@@ -156,7 +157,11 @@ func median(xs []float64) float64 {
 // under the host's full middleware stack, against the echo card.
 func inProcess(ctx context.Context, cfg Config) ([]Result, error) {
 	echo := emu.Connect(testcard.Echo{}, "emu:echo")
-	card := emu.Connect(testcard.New(), "emu:test")
+	chip, err := profile.Build(profile.Sample())
+	if err != nil {
+		return nil, err
+	}
+	card := emu.Connect(chip, "emu:test")
 	defer echo.Close()
 	defer card.Close()
 	if _, err := card.Transceive(ctx, selectTest); err != nil {
@@ -220,7 +225,7 @@ func throughVPCD(ctx context.Context, cfg Config) ([]Result, error) {
 	}
 	cards := []func() applet.Card{
 		func() applet.Card { return testcard.Echo{} },
-		func() applet.Card { return testcard.New() },
+		func() applet.Card { c, _ := profile.Build(profile.Sample()); return c },
 	}
 	for run := 0; run < cfg.Runs; run++ {
 		for i, mk := range cards {

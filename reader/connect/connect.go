@@ -1,8 +1,9 @@
 // Package connect turns a reader name, as users type it, into a connection
 // and a ready host stack. It is the one place that knows every backend:
 //
-//	emu:PATH       the in-process emulated card whose state lives in PATH
-//	               (created on first use); no pcscd needed
+//	emu:PATH       the in-process emulated chip whose image lives in PATH
+//	               (created from the sample profile on first use); no
+//	               pcscd needed
 //	tcp:HOST:PORT  an emulated card served with `valuechip emulate --listen`
 //	replay:FILE    a recorded session (see reader.ParseDump), no card needed
 //	anything else  a PC/SC reader: an index, a name fragment, or "" for the
@@ -16,7 +17,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/valuechip/valuechip/applet/testcard"
+	"github.com/valuechip/valuechip/applet/profile"
 	"github.com/valuechip/valuechip/reader"
 	"github.com/valuechip/valuechip/reader/emu"
 	"github.com/valuechip/valuechip/reader/pcsc"
@@ -46,7 +47,7 @@ func Open(ctx context.Context, name string, o Options) (reader.Conn, error) {
 		if path == "" {
 			return nil, fmt.Errorf("reader %q: emu: needs a state file path, e.g. emu:card.json", name)
 		}
-		card, err := testcard.Open(path)
+		card, _, err := profile.Open(path, profile.Sample())
 		if err != nil {
 			return nil, err
 		}

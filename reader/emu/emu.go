@@ -40,7 +40,15 @@ func (c *Conn) Transceive(ctx context.Context, cmd []byte) ([]byte, error) {
 	if c.closed {
 		return nil, fmt.Errorf("emu %s: %w", c.name, reader.ErrCardRemoved)
 	}
-	return c.card.Transmit(append([]byte(nil), cmd...)), nil
+	rsp := c.card.Transmit(append([]byte(nil), cmd...))
+	if len(rsp) == 0 {
+		// No answer at all: the card lost power (a tear). To the host
+		// that is a card gone from the field; it must connect again,
+		// which powers the card up and lets it recover.
+		c.closed = true
+		return nil, fmt.Errorf("emu %s: card gave no answer: %w", c.name, reader.ErrCardRemoved)
+	}
+	return rsp, nil
 }
 
 // Reader implements reader.Conn.

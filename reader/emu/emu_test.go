@@ -7,6 +7,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/valuechip/valuechip/applet/chip"
+	"github.com/valuechip/valuechip/applet/profile"
 	"github.com/valuechip/valuechip/applet/testcard"
 	"github.com/valuechip/valuechip/reader"
 )
@@ -21,9 +23,16 @@ func h(s string) []byte {
 
 const sel = "00A4040008F056435445535401"
 
+// sample makes a chip from the sample profile: the ISD and the test applet.
+func sample(t testing.TB) *chip.Chip {
+	c, err := profile.Build(profile.Sample())
+	require.NoError(t, err)
+	return c
+}
+
 func TestConn(t *testing.T) {
 	ctx := context.Background()
-	c := Connect(testcard.New(), "emu:test")
+	c := Connect(sample(t), "emu:test")
 	require.Equal(t, "emu:test", c.Reader())
 	require.Equal(t, testcard.DefaultATR, c.ATR())
 	require.Equal(t, reader.ProtocolT1, c.Protocol())
@@ -39,7 +48,7 @@ func TestConn(t *testing.T) {
 		require.NoError(t, c.Reset(ctx, cold))
 		rsp, err = c.Transceive(ctx, h("8022000004"))
 		require.NoError(t, err)
-		require.Equal(t, "6985", hex.EncodeToString(rsp))
+		require.NotEqual(t, "9000", hex.EncodeToString(rsp[len(rsp)-2:]), "the test applet is no longer selected")
 	}
 
 	// The caller may reuse its buffer: the card got a copy.
@@ -68,7 +77,7 @@ func TestConn(t *testing.T) {
 // APDUs per second on one core: ECHO of 5 bytes to the selected test card.
 func BenchmarkInProcess(b *testing.B) {
 	ctx := context.Background()
-	c := Connect(testcard.New(), "emu:bench")
+	c := Connect(sample(b), "emu:bench")
 	if _, err := c.Transceive(ctx, h(sel)); err != nil {
 		b.Fatal(err)
 	}
@@ -95,7 +104,7 @@ func BenchmarkInProcessEcho(b *testing.B) {
 // The host's full middleware stack over the in-process card.
 func BenchmarkInProcessStack(b *testing.B) {
 	ctx := context.Background()
-	c := Connect(testcard.New(), "emu:bench")
+	c := Connect(sample(b), "emu:bench")
 	t := reader.Stack(c, reader.GetResponse(), reader.WrongLength(), reader.Chaining(65535))
 	if _, err := t.Transceive(ctx, h(sel)); err != nil {
 		b.Fatal(err)

@@ -2,6 +2,7 @@ package vpcd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -226,6 +227,13 @@ func (a *Attacher) Run(ctx context.Context) error {
 		a.cfg.log.Info("vpcd: disconnected", "addr", a.addr, "reason", err)
 		a.emit(Event{State: Removed, Addr: a.addr, Err: err})
 		lastErr = err
+		if errors.Is(err, ErrPowerLost) {
+			// A torn card comes back like a tapped one: after the gap,
+			// so that pcscd sees it leave (see Tap).
+			a.sleep(ctx, a.cfg.tapGap)
+			failures = 0
+			continue
+		}
 		if served || byUs {
 			// A working connection ended (vpcd ejected the card, pcscd
 			// stopped) or the card was taken out: try again at once.

@@ -96,8 +96,14 @@ func (d *driver) atr() (atr []byte) {
 	return atr
 }
 
-// transmit runs one APDU. A panic, an empty response (vpcd would eject the
-// card, vsmartcard.md §5) or one longer than a frame becomes SW 6F00.
+// ErrPowerLost reports that the card gave no answer to a command: by the
+// applet.Card contract it lost power (tear injection), so it leaves the
+// reader as a torn-away card does. Attacher puts it back after the tap gap.
+var ErrPowerLost = errors.New("vpcd: the card lost power during a command")
+
+// transmit runs one APDU. A panic or a response longer than a frame
+// becomes SW 6F00; an empty response means the card lost power and is
+// returned as nil for serve to end the connection.
 func (d *driver) transmit(cmd []byte) (resp []byte) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -108,8 +114,7 @@ func (d *driver) transmit(cmd []byte) (resp []byte) {
 	resp = d.card.Transmit(cmd)
 	switch {
 	case len(resp) == 0:
-		d.log.Error("vpcd: card returned an empty response; answering 6F00")
-		return swNoDiagnosis
+		return nil
 	case len(resp) > MaxPayload:
 		d.log.Error("vpcd: card response too long for a frame; answering 6F00", "len", len(resp))
 		return swNoDiagnosis
@@ -187,6 +192,11 @@ func (d *driver) serve(conn net.Conn, powered func()) (served bool, err error) {
 			}
 			served = true
 			reply = d.transmit(cmd)
+			if reply == nil {
+				// Closing without a reply: vpcd reports the transmit as
+				// failed and the card as removed, like a torn-away card.
+				return served, ErrPowerLost
+			}
 		}
 		out = appendFrame(out[:0], reply)
 		if _, err := conn.Write(out); err != nil {

@@ -205,8 +205,6 @@ func TestServeAPDU(t *testing.T) {
 		{"largest frame", nil, "", bytes.Repeat([]byte{0xA5}, MaxPayload), bytes.Repeat([]byte{0xA5}, MaxPayload)},
 		{"response too long for a frame", func([]byte) []byte { return make([]byte, MaxPayload+1) }, "",
 			[]byte{0x00, 0xB0, 0x00, 0x00, 0x00}, []byte{0x6F, 0x00}},
-		{"empty response would eject the card", func([]byte) []byte { return nil }, "",
-			[]byte{0x00, 0xB0, 0x00, 0x00}, []byte{0x6F, 0x00}},
 		{"card panics", nil, "tx:", []byte{0x00, 0xB0, 0x00, 0x00}, []byte{0x6F, 0x00}},
 		// pcscd does not enforce a minimum length (vsmartcard.md §4): two
 		// and three bytes reach the card as APDUs.
@@ -240,6 +238,31 @@ func TestServeAPDU(t *testing.T) {
 			require.Equal(t, testATR, atr)
 		})
 	}
+}
+
+// A card that gives no answer lost power: the connection ends without a
+// reply, so vpcd reports the card removed, as for a card torn away.
+func TestServePowerLost(t *testing.T) {
+	card := newFakeCard()
+	card.transmit = func([]byte) []byte { return nil }
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		done <- ServeConn(ctxT(t), conn, card)
+	}()
+	c, err := Dial(ctxT(t), ln.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.Transceive(ctxT(t), []byte{0x00, 0xB0, 0x00, 0x00})
+	require.ErrorIs(t, err, reader.ErrCardRemoved)
+	require.ErrorIs(t, recv(t, done), ErrPowerLost)
+	ln.Close()
 }
 
 func TestCardPanicsInControl(t *testing.T) {

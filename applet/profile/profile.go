@@ -1,0 +1,230 @@
+// Package profile makes new emulated chips: what the factory puts on a card
+// before it is issued (ATR, serial and CPLC, the issuer security domain
+// with its keys, optionally the test applet), and the card image file that
+// holds the chip from then on.
+//
+// Without a profile file a chip gets a random serial and the well-known
+// GlobalPlatform test key set 404142…4F, like a developer sample card.
+// Such a card must never hold value; Profile.TestKeys says so, and
+// `valuechip emulate` warns.
+package profile
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/valuechip/valuechip/apdu/scp03"
+	"github.com/valuechip/valuechip/applet"
+	"github.com/valuechip/valuechip/applet/cardmanager"
+	"github.com/valuechip/valuechip/applet/chip"
+	"github.com/valuechip/valuechip/applet/testcard"
+)
+
+// ISDAID is the issuer security domain's AID (GPCS v2.3.1 Annex H.1.3).
+var ISDAID = []byte{0xA0, 0x00, 0x00, 0x01, 0x51, 0x00, 0x00, 0x00}
+
+// isdPrivileges: Security Domain, Card Lock, Card Terminate, Card Reset
+// (default selected), CVM Management; Trusted Path, Authorized Management,
+// Token Management, Global Delete, Global Lock, Global Registry; Receipt
+// Generation (GPCS v2.3.1 Table 11-7).
+var isdPrivileges = applet.Privileges{0x9E, 0xFE, 0x80}
+
+// Modules are the implementations built into every chip this build makes.
+func Modules() []applet.Module {
+	return []applet.Module{cardmanager.Module, testcard.Module}
+}
+
+// Profile describes a new card.
+type Profile struct {
+	// ATR of the card; default testcard.DefaultATR.
+	ATR []byte
+	// Serial is the card's 8-byte serial number: it fills the CPLC IC
+	// serial (last 4 bytes), the CIN and the SCP03 key diversification
+	// data. Default: random.
+	Serial []byte
+	// ISD holds the issuer security domain's creation parameters; its
+	// CPLC, CIN and KDD are derived from Serial when left empty. Default:
+	// cardmanager.DefaultParams (the test key set).
+	ISD *cardmanager.Params
+	// TestApplet installs the test applet (testcard) next to the ISD.
+	TestApplet bool
+	// TestKeys reports that the ISD holds the public test key set.
+	TestKeys bool
+}
+
+// Sample is a developer sample card: random serial, test keys, and the
+// test applet installed.
+func Sample() Profile { return Profile{TestApplet: true} }
+
+// Empty is a chip as sold to a holder: the ISD only, waiting for the money
+// server to install the purse.
+func Empty() Profile { return Profile{} }
+
+// Build makes a powered-off chip from the profile.
+func Build(p Profile, opts ...chip.Option) (*chip.Chip, error) {
+	if err := p.fill(); err != nil {
+		return nil, err
+	}
+	params, err := p.ISD.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	c := chip.New(p.ATR, append([]chip.Option{chip.WithModules(Modules()...)}, opts...)...)
+	f := c.Factory()
+	isd := cardmanager.Module
+	if err := f.AddLoadFile(applet.LoadFile{AID: isd.AID, Version: isd.Version, Modules: [][]byte{isd.AID}}); err != nil {
+		return nil, err
+	}
+	if err := f.Install(isd.AID, isd.AID, ISDAID, isdPrivileges, params, true); err != nil {
+		return nil, fmt.Errorf("profile: installing the ISD: %w", err)
+	}
+	if p.TestApplet {
+		if err := f.AddLoadFile(applet.LoadFile{AID: testcard.PackageAID, Version: testcard.Module.Version, Modules: [][]byte{testcard.ModuleAID}, SecurityDomain: ISDAID}); err != nil {
+			return nil, err
+		}
+		if err := f.Install(testcard.PackageAID, testcard.ModuleAID, testcard.AID, applet.Privileges{}, nil, true); err != nil {
+			return nil, err
+		}
+	}
+	// The card leaves the factory SECURED (GPCS v2.3.1 §5.1.1): ready for
+	// the issuer's content management.
+	if err := f.SetCardLifeCycle(applet.CardSecured); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (p *Profile) fill() error {
+	if p.ATR == nil {
+		p.ATR = testcard.DefaultATR
+	}
+	if p.Serial == nil {
+		p.Serial = make([]byte, 8)
+		if _, err := rand.Read(p.Serial); err != nil {
+			return err
+		}
+	}
+	if len(p.Serial) != 8 {
+		return fmt.Errorf("profile: serial must be 8 bytes, not %d", len(p.Serial))
+	}
+	if p.ISD == nil {
+		d := cardmanager.DefaultParams()
+		d.CPLC, d.CIN, d.KDD = nil, nil, nil
+		p.ISD = &d
+	}
+	for _, ks := range p.ISD.KeySets {
+		for _, k := range [][]byte{ks.Keys.ENC, ks.Keys.MAC, ks.Keys.DEK} {
+			p.TestKeys = p.TestKeys || bytes.Equal(k, cardmanager.TestKey)
+		}
+	}
+	if p.ISD.CPLC == nil {
+		cplc := cardmanager.DefaultParams().CPLC
+		copy(cplc[12:16], p.Serial[4:]) // IC serial number (GPCS Table H-5)
+		p.ISD.CPLC = cplc
+	}
+	if p.ISD.CIN == nil {
+		p.ISD.CIN = append([]byte(nil), p.Serial...)
+	}
+	if p.ISD.KDD == nil {
+		// KDD: 2 bytes of issuer data, the 8-byte serial (what the host
+		// diversifies keys with, docs/gp.md).
+		p.ISD.KDD = append([]byte{0x00, 0x00}, p.Serial...)
+	}
+	return nil
+}
+
+// Open loads the chip image at path, or creates it from p when the file
+// does not exist. created tells which happened.
+func Open(path string, p Profile, opts ...chip.Option) (c *chip.Chip, created bool, err error) {
+	opts = append([]chip.Option{chip.WithModules(Modules()...)}, opts...)
+	c, err = chip.Open(path, opts...)
+	if err == nil {
+		return c, false, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, false, err
+	}
+	c, err = Build(p, opts...)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := c.SaveTo(path); err != nil {
+		return nil, false, err
+	}
+	return c, true, nil
+}
+
+// File is a profile as a JSON file, for `valuechip emulate --profile`:
+//
+//	{"atr": "3B8580...", "serial": "0011223344556677",
+//	 "keys": [{"kvn": 1, "enc": "hex", "mac": "hex", "dek": "hex"}],
+//	 "test_applet": true, "empty": false}
+type File struct {
+	ATR        string    `json:"atr,omitempty"`
+	Serial     string    `json:"serial,omitempty"`
+	Keys       []FileKey `json:"keys,omitempty"`
+	TestApplet bool      `json:"test_applet,omitempty"`
+}
+
+// FileKey is one SCP03 key set of a profile file.
+type FileKey struct {
+	KVN int    `json:"kvn"`
+	ENC string `json:"enc"`
+	MAC string `json:"mac"`
+	DEK string `json:"dek"`
+}
+
+// Load reads a profile file.
+func Load(path string) (Profile, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Profile{}, fmt.Errorf("profile: %w", err)
+	}
+	var f File
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return Profile{}, fmt.Errorf("profile %s: %w", path, err)
+	}
+	return f.Profile()
+}
+
+// Profile turns the file's fields into a Profile.
+func (f File) Profile() (Profile, error) {
+	var p Profile
+	var err error
+	unhex := func(what, s string) []byte {
+		if err != nil || s == "" {
+			return nil
+		}
+		var b []byte
+		b, err = hex.DecodeString(strings.ReplaceAll(s, " ", ""))
+		if err != nil {
+			err = fmt.Errorf("profile: %s: %w", what, err)
+		}
+		return b
+	}
+	p.ATR = unhex("atr", f.ATR)
+	p.Serial = unhex("serial", f.Serial)
+	p.TestApplet = f.TestApplet
+	if len(f.Keys) > 0 {
+		d := cardmanager.DefaultParams()
+		d.CPLC, d.CIN, d.KDD, d.KeySets = nil, nil, nil, nil
+		for i, k := range f.Keys {
+			if k.KVN < 1 || k.KVN > 0x7F {
+				return p, fmt.Errorf("profile: key set %d: KVN %d outside 1..127", i, k.KVN)
+			}
+			d.KeySets = append(d.KeySets, scp03.KeySet{Version: byte(k.KVN), Keys: scp03.StaticKeys{
+				ENC: unhex("enc", k.ENC), MAC: unhex("mac", k.MAC), DEK: unhex("dek", k.DEK),
+			}})
+		}
+		p.ISD = &d
+	}
+	return p, err
+}
