@@ -134,7 +134,7 @@ func (isd ISD) Process(env applet.Env, cmd apdu.Command) ([]byte, apdu.SW) {
 		sw = chainSW // a broken chain: the command was unwrapped to keep the MAC chain, then refused
 	case hasGPSM(plain.CLA):
 		// Secure messaging without a session (or at level '00', where
-		// commands carry no C-MAC): GPCS §10.8, Amd D §5.6.
+		// commands carry no C-MAC): GPCS §10.5, Amd D §5.6.
 		sw = apdu.ErrSecurityStatus
 	case plain.CLA&0x40 == 0 && plain.CLA&0x08 != 0:
 		sw = apdu.ErrSMNotSupported // ISO/IEC 7816-4 secure messaging (CLA b4)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 
 	"github.com/valuechip/valuechip/apdu"
 	"github.com/valuechip/valuechip/apdu/gp"
@@ -195,12 +196,12 @@ func completeLoad(env applet.Env, ld *loadState, blob []byte) error {
 			return errCorrupt
 		}
 		if err := gp.VerifyDAPHash(pub, hash[:], sig); err != nil {
-			return swError(apdu.ErrSecurityStatus, "%v: %v", errDAP, err)
+			return fmt.Errorf("%w: %w: %w", apdu.ErrSecurityStatus, errDAP, err)
 		}
 	case cfg.DAPRequired && !present:
-		return swError(apdu.ErrWrongData, "%v: no DAP block for the issuer security domain", errDAP)
+		return fmt.Errorf("%w: %w: no DAP block for the issuer security domain", apdu.ErrWrongData, errDAP)
 	case cfg.DAPRequired:
-		return swError(apdu.ErrConditionsNotMet, "%v: no DAP verification key", errDAP)
+		return fmt.Errorf("%w: %w: no DAP verification key", apdu.ErrConditionsNotMet, errDAP)
 	}
 	m, err := lf.Manifest()
 	if err != nil {
@@ -220,10 +221,10 @@ func completeLoad(env applet.Env, ld *loadState, blob []byte) error {
 			}
 		}
 		if impl == nil {
-			return swError(apdu.ErrWrongData, "%v: %X", applet.ErrUnknownModule, ref.AID)
+			return fmt.Errorf("%w: %X", applet.ErrUnknownModule, ref.AID) // '6A80'
 		}
 		if d := impl.Digest(); subtle.ConstantTimeCompare(d[:], ref.Digest[:]) != 1 {
-			return swError(apdu.ErrWrongData, "%v: module %X", applet.ErrDigest, ref.AID)
+			return fmt.Errorf("%w: module %X", applet.ErrDigest, ref.AID) // '6A80'
 		}
 		entry.Modules = append(entry.Modules, bytes.Clone(ref.AID))
 	}

@@ -241,6 +241,12 @@ func (c *fakeCard) Personalize(aid []byte, p1, p2 byte, data []byte) ([]byte, ap
 	return p.StoreData(nil, p1, p2, data)
 }
 
+// instance returns the test applet installed as aid, or nil.
+func (c *fakeCard) instance(aid []byte) *testApplet {
+	a, _ := c.instances[hex.EncodeToString(aid)].(*testApplet)
+	return a
+}
+
 // fakeEnv is the Env of one command.
 type fakeEnv struct {
 	aid       []byte

@@ -50,9 +50,6 @@ func resetChannel(env applet.Env) {
 	delete(t, transientKey)
 }
 
-// clearPending forgets the operations in progress: a load, a command
-// chain, a GET STATUS continuation, and ends a personalisation session
-// (GPCS §11.11.2.1: it ends with a new secure channel session).
 // endSession terminates the secure channel session and wipes its keys.
 func (st *chanState) endSession() {
 	if st.scp != nil {
@@ -62,11 +59,16 @@ func (st *chanState) endSession() {
 	st.scp, st.dek, st.kvn = nil, nil, 0
 }
 
+// clearPending forgets the operations in progress: a load, a command
+// chain, a GET STATUS continuation, and ends a personalisation session
+// (GPCS §11.11.1: it ends when the secure channel session is reset).
 func (st *chanState) clearPending(env applet.Env) {
 	st.load, st.chained, st.status, st.ownStore = nil, nil, nil, 0
 	st.endPerso(env)
 }
 
+// endPerso ends the personalisation session, telling the application
+// (CardAdmin.Personalize with nil data).
 func (st *chanState) endPerso(env applet.Env) {
 	if st.perso != nil {
 		if c := env.Card(); c != nil {
@@ -90,8 +92,9 @@ func (st *chanState) authenticated(cmac bool) bool {
 	return !cmac || st.scp.Level().Has(scp03.LevelCMAC)
 }
 
-// currentLevel is the Current Security Level of the GP API (GET DATA
-// 'D3'): AUTHENTICATED ('80') with the session's level bits, or '00'.
+// currentLevel is the Current Security Level (GET DATA 'D3', GPCS §10.6
+// Table 10-1): AUTHENTICATED ('80') with the session's level bits, or
+// NO_SECURITY_LEVEL ('00').
 func (st *chanState) currentLevel() byte {
 	if !st.authenticated(false) {
 		return 0x00

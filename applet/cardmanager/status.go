@@ -188,6 +188,9 @@ func filterEntry(e gp.RegistryEntry, tags map[tlv.Tag]bool) gp.RegistryEntry {
 // '00') an application, P1 '60' does the same for a supplementary
 // security domain and its applications.
 func setStatus(env applet.Env, st *chanState, cmd apdu.Command) ([]byte, apdu.SW) {
+	if cmd.P1 != gp.SetStatusISD && cardState(env) == applet.CardLocked {
+		return nil, apdu.ErrConditionsNotMet // GPCS §5.1.1.4: only the card state may change
+	}
 	switch cmd.P1 {
 	case gp.SetStatusISD:
 		return setCardState(env, cmd)

@@ -40,10 +40,11 @@ func storeData(env applet.Env, st *chanState, cmd apdu.Command) ([]byte, apdu.SW
 		return nil, apdu.ErrIncorrectP1P2
 	}
 	st.ownStore++
-	if last || st.ownStore >= gp.MaxBlocks {
-		st.ownStore = 0
+	data, sw := storeOwn(env, st, cmd)
+	if last || sw != apdu.SWNoError || st.ownStore >= gp.MaxBlocks {
+		st.ownStore = 0 // GPCS §11.11.2.2: reset on the last block or a rejected command
 	}
-	return storeOwn(env, st, cmd)
+	return data, sw
 }
 
 // storeOwn stores ISD data (GPCS §11.11.2.3): the Issuer Identification
@@ -51,7 +52,9 @@ func storeData(env applet.Env, st *chanState, cmd apdu.Command) ([]byte, apdu.SW
 // b5b4 = 10, no encryption) or as DGIs '0042' and '0045' (P1 b5b4 = 01),
 // which may be encrypted under the session's Key-DEK (P1 b7b6 = 11, see
 // gp.SealDGI). Other objects answer '6A88', other formats '6A80'. All
-// objects of one command are stored in one persistent write.
+// objects of one command are stored in one persistent write; an object
+// must not be split over two commands (GPCS §11.11.2.3 allows it, the
+// ISD's objects are a few bytes).
 func storeOwn(env applet.Env, st *chanState, cmd apdu.Command) ([]byte, apdu.SW) {
 	enc := cmd.P1 & gp.StoreEncMask
 	values := map[uint16][]byte{}

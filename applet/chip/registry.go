@@ -184,8 +184,14 @@ func (a *admin) Install(fileAID, moduleAID, instanceAID []byte, priv applet.Priv
 		state = applet.AppSelectable
 	}
 	sd := a.sd
-	if sd == nil && priv.Has(applet.PrivSecurityDomain) {
-		sd = instanceAID // the ISD is its own security domain
+	if sd == nil {
+		// The factory: the ISD is its own security domain, and anything
+		// else installed before issuance belongs to the ISD.
+		if priv.Has(applet.PrivSecurityDomain) {
+			sd = instanceAID
+		} else if isd := c.issuerSD(); isd != nil {
+			sd = isd
+		}
 	}
 	e := appEntry{
 		Application: applet.Application{AID: clone(instanceAID), LoadFile: clone(fileAID), Module: clone(moduleAID),
@@ -263,14 +269,24 @@ func (a *admin) Delete(aid []byte, related bool) error {
 	})
 }
 
+// issuerSD returns the AID of the issuer security domain (the security
+// domain holding the Card Reset privilege), or nil.
+func (c *Chip) issuerSD() []byte {
+	for _, e := range c.apps() {
+		if e.Privileges.Has(applet.PrivSecurityDomain) && e.Privileges.Has(applet.PrivCardReset) {
+			return e.AID
+		}
+	}
+	return nil
+}
+
 // removeApp deletes an application's registry entry and all its records,
 // deselecting it wherever it is selected.
 func (c *Chip) removeApp(aidHex string) error {
-	for i, ch := range c.channels {
+	for _, ch := range c.channels {
 		if ch != nil && ch.selected == aidHex {
 			ch.selected = ""
 			delete(ch.transient, aidHex)
-			_ = i
 		}
 	}
 	for _, k := range c.mem.keys(prefixData + aidHex + "/") {

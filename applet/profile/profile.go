@@ -29,12 +29,6 @@ import (
 // ISDAID is the issuer security domain's AID (GPCS v2.3.1 Annex H.1.3).
 var ISDAID = []byte{0xA0, 0x00, 0x00, 0x01, 0x51, 0x00, 0x00, 0x00}
 
-// isdPrivileges: Security Domain, Card Lock, Card Terminate, Card Reset
-// (default selected), CVM Management; Trusted Path, Authorized Management,
-// Token Management, Global Delete, Global Lock, Global Registry; Receipt
-// Generation (GPCS v2.3.1 Table 11-7).
-var isdPrivileges = applet.Privileges{0x9E, 0xFE, 0x80}
-
 // Modules are the implementations built into every chip this build makes.
 func Modules() []applet.Module {
 	return []applet.Module{cardmanager.Module, testcard.Module}
@@ -60,14 +54,15 @@ type Profile struct {
 
 // Sample is a developer sample card: random serial, test keys, and the
 // test applet installed.
-func Sample() Profile { return Profile{TestApplet: true} }
+func Sample() *Profile { return &Profile{TestApplet: true} }
 
 // Empty is a chip as sold to a holder: the ISD only, waiting for the money
 // server to install the purse.
-func Empty() Profile { return Profile{} }
+func Empty() *Profile { return &Profile{} }
 
-// Build makes a powered-off chip from the profile.
-func Build(p Profile, opts ...chip.Option) (*chip.Chip, error) {
+// Build makes a powered-off chip from the profile, filling in its defaults
+// (random serial, test keys) so the caller can report them.
+func Build(p *Profile, opts ...chip.Option) (*chip.Chip, error) {
 	if err := p.fill(); err != nil {
 		return nil, err
 	}
@@ -78,10 +73,10 @@ func Build(p Profile, opts ...chip.Option) (*chip.Chip, error) {
 	c := chip.New(p.ATR, append([]chip.Option{chip.WithModules(Modules()...)}, opts...)...)
 	f := c.Factory()
 	isd := cardmanager.Module
-	if err := f.AddLoadFile(applet.LoadFile{AID: isd.AID, Version: isd.Version, Modules: [][]byte{isd.AID}}); err != nil {
+	if err := f.AddLoadFile(applet.LoadFile{AID: cardmanager.LoadFileAID, Version: isd.Version, Modules: [][]byte{isd.AID}}); err != nil {
 		return nil, err
 	}
-	if err := f.Install(isd.AID, isd.AID, ISDAID, isdPrivileges, params, true); err != nil {
+	if err := f.Install(cardmanager.LoadFileAID, isd.AID, ISDAID, cardmanager.DefaultPrivileges, params, true); err != nil {
 		return nil, fmt.Errorf("profile: installing the ISD: %w", err)
 	}
 	if p.TestApplet {
@@ -141,7 +136,7 @@ func (p *Profile) fill() error {
 
 // Open loads the chip image at path, or creates it from p when the file
 // does not exist. created tells which happened.
-func Open(path string, p Profile, opts ...chip.Option) (c *chip.Chip, created bool, err error) {
+func Open(path string, p *Profile, opts ...chip.Option) (c *chip.Chip, created bool, err error) {
 	opts = append([]chip.Option{chip.WithModules(Modules()...)}, opts...)
 	c, err = chip.Open(path, opts...)
 	if err == nil {
@@ -181,23 +176,23 @@ type FileKey struct {
 }
 
 // Load reads a profile file.
-func Load(path string) (Profile, error) {
+func Load(path string) (*Profile, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return Profile{}, fmt.Errorf("profile: %w", err)
+		return nil, fmt.Errorf("profile: %w", err)
 	}
 	var f File
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
-		return Profile{}, fmt.Errorf("profile %s: %w", path, err)
+		return nil, fmt.Errorf("profile %s: %w", path, err)
 	}
 	return f.Profile()
 }
 
 // Profile turns the file's fields into a Profile.
-func (f File) Profile() (Profile, error) {
-	var p Profile
+func (f File) Profile() (*Profile, error) {
+	p := &Profile{}
 	var err error
 	unhex := func(what, s string) []byte {
 		if err != nil || s == "" {

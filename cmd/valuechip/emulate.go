@@ -127,7 +127,7 @@ func emulatedCard(file, profName string, t0, echo bool) (card applet.Card, desc 
 	if echo {
 		return testcard.Echo{}, "bare echo card", false, nil
 	}
-	var p profile.Profile
+	var p *profile.Profile
 	switch profName {
 	case "", "sample":
 		p = profile.Sample()

@@ -115,6 +115,33 @@ func TestScriptRecordReplay(t *testing.T) {
 	require.ErrorIs(t, err, reader.ErrReplayIncomplete, "a script that stops early no longer matches")
 }
 
+// gp.vcs opens SCP03 with the card's issuer security domain: --trace shows
+// the commands on the wire with the secure messaging class and their C-MAC
+// masked, and no key. Its recording does not replay: the host challenge is
+// fresh every run (docs/scripting.md, "Record and replay").
+func TestScriptSecureTraceAndReplay(t *testing.T) {
+	dir := t.TempDir()
+	card := "emu:" + filepath.Join(dir, "card.json")
+	dump := filepath.Join(dir, "gp.dump")
+	f := examples + "gp.vcs"
+	out, trace, err := cli(t, context.Background(), nil, "script", "--reader", card, "--trace", "--record", dump, f)
+	require.NoError(t, err, out)
+	require.Contains(t, out, ": ok (6 commands, 7 checks)")
+	require.Contains(t, out, ">> 80CA9F7F00  (secure)")
+	require.Regexp(t, `>> 8050010008[0-9A-F]{16}00`, trace)
+	require.Regexp(t, `>> 8482330010(\*\*){16}  EXTERNAL AUTHENTICATE`, trace)
+	require.Regexp(t, `>> 84CA9F7F08(\*\*){8}00`, trace)
+	rec, err := os.ReadFile(dump)
+	require.NoError(t, err)
+	for _, s := range []string{out, trace, string(rec)} {
+		require.NotContains(t, s, "404142434445464748494A4B4C4D4E4F")
+	}
+
+	_, _, err = cli(t, context.Background(), nil, "script", "--replay", dump, f)
+	require.ErrorIs(t, err, reader.ErrReplayMismatch)
+	require.Contains(t, err.Error(), "gp.vcs:18:1: secure scp03: INITIALIZE UPDATE: ")
+}
+
 func TestScriptStdin(t *testing.T) {
 	card := "emu:" + filepath.Join(t.TempDir(), "card.json")
 	out, _, err := cli(t, context.Background(), strings.NewReader("00A4040008F056435445535401\nexpect sw 9000\n"), "script", "--reader", card, "-")

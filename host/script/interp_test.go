@@ -9,11 +9,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/valuechip/valuechip/applet/testcard"
 	"github.com/valuechip/valuechip/host/script"
 	"github.com/valuechip/valuechip/reader"
-	"github.com/valuechip/valuechip/reader/connect"
-	"github.com/valuechip/valuechip/reader/emu"
 )
 
 const selectTest = "select F056435445535401\nexpect sw 9000\n"
@@ -187,7 +184,7 @@ let t2 = token
 print token is ${t2}
 send secret 80 10 00 00 02 BEEF 00
 `
-	conn, card := emuCard(testcard.New())
+	conn, card := emuCard(sampleCard(t))
 	var trace bytes.Buffer
 	conn2 := reader.Trace(&trace)(conn)
 	_ = conn2
@@ -209,49 +206,7 @@ send secret 80 10 00 00 02 BEEF 00
 	require.Contains(t, human.String(), "print: token is ****")
 }
 
-// SCP03 through the interpreter, against the test card behind an in-test
-// Security Domain; the keys appear nowhere in the outputs.
-func TestSecureSCP03(t *testing.T) {
-	const key = "404142434445464748494A4B4C4D4E4F"
-	for _, level := range []string{"mac", "mac+enc", "mac+rmac", "mac+enc+rmac", "mac+enc+rmac+renc", "33"} {
-		t.Run(level, func(t *testing.T) {
-			conn := emu.Connect(newSCPCard(t, testcard.New()), "emu:scp")
-			var wire bytes.Buffer
-			card := script.StackCard{Conn: conn, Stack: reader.Stack(connect.Stack(conn, connect.StackOptions{}), reader.Trace(&wire))}
-			src := selectTest + "secure scp03 key=${env:KEY} kvn=30 level=" + level + `
-80 10 00 00 05 "Hello" 00
-expect data "Hello"
-80 20 00 00 04
-expect data 00000001
-`
-			var human bytes.Buffer
-			r, _ := runSource(t, src, script.Config{Card: card, Observer: script.NewHuman(&human),
-				Getenv: func(k string) (string, bool) { return key, k == "KEY" }})
-			require.NoError(t, r.Err, human.String())
-			require.Contains(t, human.String(), "(secure)")
-			require.Contains(t, wire.String(), ">> 84", "commands go out with the secure messaging class")
-			var js bytes.Buffer
-			require.NoError(t, script.WriteJSON(&js, []*script.Result{r}))
-			for _, out := range []string{human.String(), js.String(), wire.String()} {
-				require.NotContains(t, strings.ToUpper(out), key)
-			}
-		})
-	}
-
-	// A wrong key fails the handshake with a clear error, and the key is
-	// not in it.
-	conn := emu.Connect(newSCPCard(t, testcard.New()), "emu:scp")
-	card := script.StackCard{Conn: conn, Stack: connect.Stack(conn, connect.StackOptions{})}
-	const wrong = "00112233445566778899AABBCCDDEEFF"
-	r, out := runSource(t, selectTest+"secure scp03 key="+wrong, script.Config{Card: card})
-	require.Error(t, r.Err)
-	require.Contains(t, r.Err.Error(), "scp03: authentication failed")
-	require.NotContains(t, out+r.Err.Error(), wrong)
-
-	// A protocol this build lacks says so.
-	r, _ = runSource(t, "secure scp03 key="+wrong, script.Config{Secure: map[string]script.SecureChannel{}})
-	require.ErrorIs(t, r.Err, script.ErrSecureUnavailable)
-}
+// SCP03 through the interpreter: see secure_test.go.
 
 func TestParseSecurityLevel(t *testing.T) {
 	for in, want := range map[string]byte{"none": 0, "mac": 1, "C-MAC+C-DEC": 3, "mac,rmac": 0x11, "mac+enc+rmac": 0x13, "mac+enc+rmac+renc": 0x33, "0x13": 0x13, "33": 0x33} {
@@ -266,8 +221,10 @@ func TestParseSecurityLevel(t *testing.T) {
 }
 
 // tap and wait card without reader events: a power cycle and nothing.
+// After the tap the issuer security domain is selected again (Card Reset
+// privilege), and it does not know the test applet's READ (6D00).
 func TestTapWithoutEvents(t *testing.T) {
-	src := selectTest + "wait card\n80 22 00 00 04\nexpect sw 9000\ntap\n80 22 00 00 04\nexpect sw 6985\n"
+	src := selectTest + "wait card\n80 22 00 00 04\nexpect sw 9000\ntap\n80 22 00 00 04\nexpect sw 6D00\n"
 	r, out := runSource(t, src, script.Config{})
 	require.NoError(t, r.Err, out)
 	require.Contains(t, out, "tap\n    ATR 3B858001807380014036")
@@ -292,7 +249,7 @@ func (f *fakePresence) Tap(_ context.Context, prompt func(string)) error {
 }
 
 func TestTapWithEvents(t *testing.T) {
-	_, card := emuCard(testcard.New())
+	_, card := emuCard(sampleCard(t))
 	f := &fakePresence{Card: card}
 	var prompts []string
 	r, out := runSource(t, "wait card\ntap timeout 1s", script.Config{Card: f, Prompt: func(s string) { prompts = append(prompts, s) }})
@@ -342,7 +299,7 @@ func TestJSONAndJUnit(t *testing.T) {
 // Variables, the last response and AIDs persist across runs, as the shell
 // needs; completion offers them.
 func TestSessionAndCompletion(t *testing.T) {
-	_, card := emuCard(testcard.New())
+	_, card := emuCard(sampleCard(t))
 	in := script.New(script.Config{Card: card, Getenv: func(string) (string, bool) { return "", false }})
 	defer in.Close()
 	for _, line := range []string{"select F056435445535401", "let counter = 5", "set blob = 0102"} {

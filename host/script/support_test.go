@@ -10,10 +10,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/valuechip/valuechip/apdu"
-	"github.com/valuechip/valuechip/apdu/scp03"
 	"github.com/valuechip/valuechip/applet"
-	"github.com/valuechip/valuechip/applet/testcard"
+	"github.com/valuechip/valuechip/applet/chip"
+	"github.com/valuechip/valuechip/applet/profile"
 	"github.com/valuechip/valuechip/host/script"
 	"github.com/valuechip/valuechip/reader"
 	"github.com/valuechip/valuechip/reader/connect"
@@ -28,71 +27,33 @@ const repoRoot = "../.."
 // positions in outputs name files as a user at the root sees them.
 func rootReadFile(p string) ([]byte, error) { return os.ReadFile(filepath.Join(repoRoot, p)) }
 
-// testKey is the GlobalPlatform test key 40..4F, as test cards ship.
-var testKey = scp03.Key{0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4A, 0x4B, 0x4C, 0x4D, 0x4E, 0x4F}
+// testKey is the GlobalPlatform test key 40..4F, which the sample card's
+// issuer security domain holds as key set 01.
+const testKey = "404142434445464748494A4B4C4D4E4F"
 
-// scpCard is the test card behind a minimal Security Domain built from
-// apdu/scp03's card side: INITIALIZE UPDATE and EXTERNAL AUTHENTICATE open
-// a session, later commands are unwrapped for the test card and its
-// answers wrapped. It is what the scp03 examples run against until the
-// emulated card manager exists.
-type scpCard struct {
-	inner applet.Card
-	sd    *scp03.Card
-}
+// isdAID is the issuer security domain's AID on the sample card.
+const isdAID = "A000000151000000"
 
-func newSCPCard(t testing.TB, inner applet.Card) *scpCard {
+// sampleProfile is the card every example runs against:
+// testdata/scripts/sample-card.json, the sample profile (issuer security
+// domain with the test keys, test applet installed) with a fixed serial
+// number, so that the CPLC and the key diversification data are the same
+// on every run. `valuechip emulate --profile testdata/scripts/sample-card.json`
+// makes the same card.
+func sampleProfile(t testing.TB) *profile.Profile {
 	t.Helper()
-	keys := scp03.StaticKeys{ENC: append(scp03.Key{}, testKey...), MAC: append(scp03.Key{}, testKey...), DEK: append(scp03.Key{}, testKey...)}
-	sd, err := scp03.NewCard(scp03.CardConfig{
-		KeySets: []*scp03.KeySet{{Version: 0x30, Keys: keys}},
-		I:       scp03.IRMAC | scp03.IRENC,
-		AID:     []byte{0xA0, 0x00, 0x00, 0x01, 0x51, 0x00, 0x00, 0x00},
-	})
+	p, err := profile.Load(filepath.Join(repoRoot, "testdata/scripts/sample-card.json"))
 	require.NoError(t, err)
-	return &scpCard{inner: inner, sd: sd}
+	return p
 }
 
-func (c *scpCard) ATR() []byte      { return c.inner.ATR() }
-func (c *scpCard) PowerOn()         { c.sd.Terminate(); c.inner.PowerOn() }
-func (c *scpCard) PowerOff()        { c.sd.Terminate(); c.inner.PowerOff() }
-func (c *scpCard) Reset(warm bool)  { c.sd.Terminate(); c.inner.Reset(warm) }
-func status(err error) []byte       { return apdu.Status(scp03.StatusFor(err)) }
-func (c *scpCard) gp(cla byte) bool { return cla&0xFC == 0x80 || cla&0xFC == 0x84 }
-
-func (c *scpCard) Transmit(raw []byte) []byte {
-	cmd, err := apdu.ParseCommand(raw)
-	if err != nil {
-		return c.inner.Transmit(raw)
-	}
-	switch {
-	case c.gp(cmd.CLA) && cmd.INS == scp03.INSInitializeUpdate:
-		data, err := c.sd.InitializeUpdate(cmd)
-		if err != nil {
-			return status(err)
-		}
-		return append(data, 0x90, 0x00)
-	case c.gp(cmd.CLA) && cmd.INS == scp03.INSExternalAuthenticate:
-		return status(c.sd.ExternalAuthenticate(cmd))
-	case cmd.CLA&0x80 == 0 && cmd.INS == 0xA4:
-		c.sd.Terminate()
-		return c.inner.Transmit(raw)
-	case !c.sd.Open():
-		return c.inner.Transmit(raw)
-	}
-	plain, err := c.sd.Unwrap(raw)
-	if err != nil {
-		return status(err)
-	}
-	b, err := plain.Bytes()
-	if err != nil {
-		return status(err)
-	}
-	resp, err := c.sd.Wrap(c.inner.Transmit(b))
-	if err != nil {
-		return status(err)
-	}
-	return resp
+// sampleCard builds a fresh sample chip, powered off (the emu reader
+// powers it on). opts add chip options (chip.WithRandom in replay tests).
+func sampleCard(t testing.TB, opts ...chip.Option) *chip.Chip {
+	t.Helper()
+	c, err := profile.Build(sampleProfile(t), opts...)
+	require.NoError(t, err)
+	return c
 }
 
 // emuCard connects the host stack to an in-process card.
@@ -101,14 +62,14 @@ func emuCard(card applet.Card) (reader.Conn, script.Card) {
 	return conn, script.StackCard{Conn: conn, Stack: connect.Stack(conn, connect.StackOptions{})}
 }
 
-// runSource parses and runs src on a fresh test card and returns the
+// runSource parses and runs src on a fresh sample card and returns the
 // result and the human trace.
 func runSource(t testing.TB, src string, cfg script.Config) (*script.Result, string) {
 	t.Helper()
 	s, err := script.Parse("t.vcs", []byte(src))
 	require.NoError(t, err)
 	if cfg.Card == nil {
-		_, cfg.Card = emuCard(testcard.New())
+		_, cfg.Card = emuCard(sampleCard(t))
 	}
 	var buf bytes.Buffer
 	if cfg.Observer == nil {
