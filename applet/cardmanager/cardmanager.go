@@ -187,24 +187,25 @@ func dispatch(env applet.Env, st *chanState, cmd apdu.Command) ([]byte, apdu.SW)
 	type handler struct {
 		need    need
 		locked  bool // allowed in CARD_LOCKED
+		card    bool // needs the CardAdmin (the Security Domain privilege)
 		handler func(applet.Env, *chanState, apdu.Command) ([]byte, apdu.SW)
 	}
 	var h handler
 	switch cmd.INS {
 	case gp.INSGetStatus:
-		h = handler{needAuth, true, getStatus}
+		h = handler{needAuth, true, true, getStatus}
 	case gp.INSSetStatus:
-		h = handler{needCMAC, true, setStatus}
+		h = handler{needCMAC, true, true, setStatus}
 	case gp.INSInstall:
-		h = handler{needManage, false, install}
+		h = handler{needManage, false, true, install}
 	case gp.INSLoad:
-		h = handler{needManage, false, load}
+		h = handler{needManage, false, true, load}
 	case gp.INSDelete:
-		h = handler{needManage, false, deleteCmd}
+		h = handler{needManage, false, false, deleteCmd}
 	case gp.INSPutKey:
-		h = handler{needCMAC, false, putKey}
+		h = handler{needCMAC, false, false, putKey}
 	case gp.INSStoreData:
-		h = handler{needCMAC, false, storeData}
+		h = handler{needCMAC, false, false, storeData}
 	default:
 		return nil, apdu.ErrINSNotSupported
 	}
@@ -222,7 +223,7 @@ func dispatch(env applet.Env, st *chanState, cmd apdu.Command) ([]byte, apdu.SW)
 	if !st.authenticated(h.need >= needCMAC) {
 		return nil, apdu.ErrSecurityStatus
 	}
-	if h.need == needManage && !canManage(env) {
+	if h.card && env.Card() == nil || h.need == needManage && !canManage(env) {
 		return nil, apdu.ErrConditionsNotMet
 	}
 	return h.handler(env, st, cmd)

@@ -1273,3 +1273,26 @@ func TestPutDAPKeyErrors(t *testing.T) {
 	_, sw := r.secure(cmdOf(pk.Command()))
 	require.Equal(t, apdu.ErrWrongData, sw)
 }
+
+func TestWithoutCardAdmin(t *testing.T) {
+	r := newRig(t, DefaultParams())
+	r.noCard = true
+	fci, sw := r.selectISD()
+	require.Equal(t, apdu.SWNoError, sw)
+	require.NotEmpty(t, fci)
+	r.open(scp03.LevelCMAC)
+	for _, cmd := range []apdu.Command{
+		cmdOf(gp.GetStatusRequest{P1: gp.StatusISD}.Command()),
+		gp.SetStatus(gp.SetStatusISD, applet.CardLocked, nil),
+		installForLoadCmd(t, testFileAID, nil),
+		cmdOf(gp.Delete{AID: testAppAID}.Command(false)),
+	} {
+		_, sw := r.secure(cmd)
+		require.Equal(t, apdu.ErrConditionsNotMet, sw, "%02X", cmd.INS)
+	}
+	_, sw = r.secure(apdu.Command{CLA: 0x00, INS: 0xCB, P1: 0x2F, P2: 0x00, Data: []byte{0x5C, 0x00}, Ne: 256})
+	require.Equal(t, apdu.ErrRefDataNotFound, sw)
+	// Its own data and keys still work.
+	_, sw = r.secure(apdu.Command{CLA: 0x80, INS: 0xE2, P1: 0x90, Data: hexb("4201AA")})
+	require.Equal(t, apdu.SWNoError, sw)
+}

@@ -352,6 +352,7 @@ type rig struct {
 	rand      *counterReader
 	params    Params
 	host      *scp03.Host
+	noCard    bool // the ISD runs without the Security Domain privilege
 }
 
 func newRig(t testing.TB, p Params) *rig {
@@ -374,7 +375,11 @@ func (r *rig) env(ch int) *fakeEnv {
 	if r.transient[ch] == nil {
 		r.transient[ch] = map[string]any{}
 	}
-	return &fakeEnv{aid: DefaultAID, ch: ch, mem: r.mem, transient: r.transient[ch], card: r.card, rand: r.rand}
+	e := &fakeEnv{aid: DefaultAID, ch: ch, mem: r.mem, transient: r.transient[ch], card: r.card, rand: r.rand}
+	if r.noCard {
+		e.card = nil
+	}
+	return e
 }
 
 // transmit runs one raw command on channel 0 the way the runtime does:

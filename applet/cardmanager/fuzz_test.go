@@ -18,9 +18,9 @@ import (
 // has before the commands: none, or one of the security levels.
 var fuzzLevels = []scp03.SecurityLevel{0xFF, scp03.LevelNone, scp03.LevelCMAC, scp03.LevelCMAC | scp03.LevelCDEC, scp03.LevelAll}
 
-// fuzzScript splits the fuzz input: a mode byte (low bits: the session,
-// b8: wrap every command with the host's session), then commands, each
-// prefixed by its length.
+// fuzzScript splits the fuzz input: a mode byte (b6..b1: the session,
+// b7: run without the CardAdmin, b8: wrap every command with the host's
+// session), then commands, each prefixed by its length.
 func fuzzScript(data []byte) (mode byte, cmds [][]byte) {
 	if len(data) == 0 {
 		return 0, nil
@@ -48,7 +48,8 @@ func FuzzProcess(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		mode, cmds := fuzzScript(data)
 		r := newRig(t, DefaultParams())
-		if level := fuzzLevels[int(mode&0x7F)%len(fuzzLevels)]; level != 0xFF {
+		r.noCard = mode&0x40 != 0
+		if level := fuzzLevels[int(mode&0x3F)%len(fuzzLevels)]; level != 0xFF {
 			r.open(level)
 		}
 		wrap := mode&0x80 != 0
@@ -127,6 +128,7 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		script(0x80|2, gp.SetStatus(gp.SetStatusISD, 0x7F, nil), gp.GetData(0x42), gp.SetStatus(gp.SetStatusISD, 0x0F, nil),
 			gp.SetStatus(gp.SetStatusISD, 0xFF, nil), gp.GetData(0x45)),
 		script(0x80|2, apdu.Command{CLA: 0x80, INS: 0xE2, P1: 0x90, Data: []byte{0x42, 0x02, 0x11, 0x22}}),
+		script(0x80|0x40|2, manage...),
 		script(0, apdu.Command{CLA: 0x80, INS: 0xE6, P1: 0x82, Data: []byte{0x05, 1, 2, 3}},
 			apdu.Command{CLA: 0x80, INS: 0xE6, P1: 0x02, Data: []byte{4, 5, 0, 0, 0, 0}}),
 		{0x02, 0x04, 0x80, 0xE8, 0x00, 0x00, 0x05, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF},
@@ -139,7 +141,7 @@ func TestFuzzSeedsSucceed(t *testing.T) {
 	for _, i := range []int{2, 3, 5} { // seed 4 runs at level 00, where they are refused
 		mode, cmds := fuzzScript(fuzzSeeds(t)[i])
 		r := newRig(t, DefaultParams())
-		r.open(fuzzLevels[int(mode&0x7F)%len(fuzzLevels)])
+		r.open(fuzzLevels[int(mode&0x3F)%len(fuzzLevels)])
 		for _, raw := range cmds {
 			cmd, err := apdu.ParseCommand(raw)
 			require.NoError(t, err)
@@ -158,7 +160,8 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	dir := filepath.Join("testdata", "fuzz", "FuzzProcess")
 	require.NoError(t, os.MkdirAll(dir, 0o755))
 	names := []string{"get_data", "handshake_garbage", "manage_cmac", "manage_all", "manage_level00",
-		"put_key_delete_key", "card_life_cycle", "store_data_isd", "chained_install", "load_without_install"}
+		"put_key_delete_key", "card_life_cycle", "store_data_isd", "manage_without_card_admin",
+		"chained_install", "load_without_install"}
 	for i, s := range fuzzSeeds(t) {
 		var sb strings.Builder
 		sb.WriteString("go test fuzz v1\n[]byte(\"")

@@ -23,13 +23,13 @@ const (
 // ends).
 func storeData(env applet.Env, st *chanState, cmd apdu.Command) ([]byte, apdu.SW) {
 	last := cmd.P1&gp.StoreLastBlock != 0
-	if st.perso != nil {
+	if c := env.Card(); st.perso != nil && c != nil {
 		if int(cmd.P2) != st.persoP2 {
 			st.endPerso(env)
 			return nil, apdu.ErrIncorrectP1P2
 		}
 		st.persoP2++
-		data, sw := env.Card().Personalize(st.perso, cmd.P1, cmd.P2, cmd.Data)
+		data, sw := c.Personalize(st.perso, cmd.P1, cmd.P2, cmd.Data)
 		if last || st.persoP2 >= gp.MaxBlocks {
 			st.endPerso(env)
 		}

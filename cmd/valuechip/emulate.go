@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/valuechip/valuechip/applet/profile"
 	"github.com/valuechip/valuechip/applet/testcard"
 	"github.com/valuechip/valuechip/internal/atomicfile"
+	"github.com/valuechip/valuechip/reader/pcsc"
 	"github.com/valuechip/valuechip/reader/vpcd"
 )
 
@@ -77,7 +79,7 @@ same.`,
 
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			onState := stateReporter(out, readyFile, logger)
+			onState := stateReporter(ctx, out, readyFile, fmt.Sprintf("Virtual PCD 00 %02X", slot), logger)
 
 			if listen != "" {
 				l, err := net.Listen("tcp", listen)
@@ -164,23 +166,51 @@ func emulatedCard(file, profName string, t0, echo bool) (card applet.Card, desc 
 }
 
 // stateReporter prints the card's presence changes and signals readiness:
-// a "ready:" line on out and the ready file, on the first power-up of each
-// insertion.
-func stateReporter(out io.Writer, readyFile string, log *slog.Logger) func(vpcd.Event) {
+// a "ready:" line on out and the ready file, once per insertion, when
+// PC/SC clients can connect. The card has answered pcscd's power-up at the
+// Powered event, but pcscd publishes the card to clients a moment later, so
+// readiness is confirmed by asking pcscd (SCardGetStatusChange) for the
+// card in the slot's reader. Without PC/SC (a binary built without cgo,
+// or vpcd on another machine) Powered is the best signal there is.
+func stateReporter(ctx context.Context, out io.Writer, readyFile, readerName string, log *slog.Logger) func(vpcd.Event) {
+	var mu sync.Mutex
+	insertion := 0 // counts insertions, so a late confirmation of an old one is dropped
+	announce := func(n int, addr string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if n != insertion {
+			return
+		}
+		if readyFile != "" {
+			if err := atomicfile.Write(readyFile, []byte(addr+"\n")); err != nil {
+				log.Error("writing the ready file", "file", readyFile, "err", err)
+			}
+		}
+		fmt.Fprintf(out, "ready: card in %q (vpcd %s)\n", readerName, addr)
+	}
 	return func(e vpcd.Event) {
 		switch e.State {
 		case vpcd.Powered:
-			if readyFile != "" {
-				if err := atomicfile.Write(readyFile, []byte(e.Addr+"\n")); err != nil {
-					log.Error("writing the ready file", "file", readyFile, "err", err)
+			mu.Lock()
+			insertion++
+			n := insertion
+			mu.Unlock()
+			go func() {
+				wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
+				if err := waitSeen(wctx, readerName); err != nil {
+					log.Info("could not confirm the card with pcscd; announcing it anyway", "reader", readerName, "err", err)
 				}
-			}
-			fmt.Fprintf(out, "ready: card powered by the reader (%s)\n", e.Addr)
+				announce(n, e.Addr)
+			}()
 		case vpcd.Removed:
+			mu.Lock()
+			insertion++
 			if readyFile != "" {
 				_ = os.Remove(readyFile)
 			}
 			fmt.Fprintf(out, "removed: %s\n", e)
+			mu.Unlock()
 		case vpcd.Connecting:
 			if e.Err != nil && e.Attempt == 2 {
 				// Say it once per outage, not at every backoff step.
@@ -188,6 +218,17 @@ func stateReporter(out io.Writer, readyFile string, log *slog.Logger) func(vpcd.
 			}
 		}
 	}
+}
+
+// waitSeen blocks until pcscd reports a card in the reader.
+func waitSeen(ctx context.Context, readerName string) error {
+	pc, err := pcsc.Open()
+	if err != nil {
+		return err
+	}
+	defer pc.Close()
+	_, err = pc.WaitForCard(ctx, readerName)
+	return err
 }
 
 // controlLoop turns signals and stdin words into card movements.
