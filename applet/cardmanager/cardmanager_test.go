@@ -225,10 +225,13 @@ func TestGetData(t *testing.T) {
 
 	// Absent objects: 6A88.
 	r = newRig(t, Params{I: 0x70, KeySets: DefaultParams().KeySets})
-	for _, tag := range []uint16{0x9F7F, 0x0042, 0x0045, 0x00CF} {
+	for _, tag := range []uint16{0x9F7F, 0x0042, 0x0045} {
 		_, sw := r.send(gp.GetData(tlv.Tag(tag)))
 		require.Equal(t, apdu.ErrRefDataNotFound, sw, "%04X", tag)
 	}
+	data, sw := r.send(gp.GetData(0xCF))
+	require.Equal(t, apdu.SWNoError, sw)
+	require.Equal(t, hexb("CF0A 00000000000000000000"), data)
 }
 
 func TestGetDataAfterInstall(t *testing.T) {
@@ -1295,4 +1298,38 @@ func TestWithoutCardAdmin(t *testing.T) {
 	// Its own data and keys still work.
 	_, sw = r.secure(apdu.Command{CLA: 0x80, INS: 0xE2, P1: 0x90, Data: hexb("4201AA")})
 	require.Equal(t, apdu.SWNoError, sw)
+}
+
+// The DAP Verification privilege on the ISD makes DAPs mandatory too
+// (GPCS §9.3.5).
+func TestDAPVerificationPrivilege(t *testing.T) {
+	r := newRig(t, DefaultParams())
+	r.card.apps[0].Privileges[0] |= applet.PrivDAPVerification
+	r.open(scp03.LevelCMAC)
+	block := testBlock(t, nil)
+	file, hash := testLoadFile(t, block)
+	_, sw := r.secure(installForLoadCmd(t, testFileAID, nil))
+	require.Equal(t, apdu.ErrWrongData, sw, "the hash is mandatory")
+	_, sw = r.secure(installForLoadCmd(t, testFileAID, hash))
+	require.Equal(t, apdu.SWNoError, sw)
+	require.Equal(t, apdu.ErrWrongData, r.loadBlocks(file, 64), "no DAP block")
+	// A DAP block but no verification key: 6985.
+	k := dapKey(t)
+	sig, err := gp.SignDAP(k.priv, block)
+	require.NoError(t, err)
+	file, hash = testLoadFile(t, block, gp.DAPBlock{SecurityDomainAID: DefaultAID, Signature: sig})
+	_, sw = r.secure(installForLoadCmd(t, testFileAID, hash))
+	require.Equal(t, apdu.SWNoError, sw)
+	require.Equal(t, apdu.ErrConditionsNotMet, r.loadBlocks(file, 64))
+	// With the key loaded by PUT KEY, it verifies.
+	pk, err := gp.PutKeyECCPublic(gp.DAPKeyVersion, 0, gp.DAPKeyID, &k.priv.PublicKey)
+	require.NoError(t, err)
+	_, sw = r.secure(cmdOf(pk.Command()))
+	require.Equal(t, apdu.SWNoError, sw)
+	_, sw = r.secure(installForLoadCmd(t, testFileAID, hash))
+	require.Equal(t, apdu.SWNoError, sw)
+	require.Equal(t, apdu.SWNoError, r.loadBlocks(file, 64))
+	// Now the DAP key cannot be deleted.
+	_, sw = r.secure(cmdOf(gp.Delete{KeyVersion: gp.DAPKeyVersion, HasKeyVersion: true}.Command(false)))
+	require.Equal(t, apdu.ErrConditionsNotMet, sw)
 }

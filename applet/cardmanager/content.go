@@ -114,7 +114,7 @@ func installForLoad(env applet.Env, st *chanState, in gp.Install) ([]byte, apdu.
 	}
 	switch len(in.LoadFileDataBlockHash) {
 	case 0:
-		if cfg.DAPRequired {
+		if dapRequired(env, cfg) {
 			return nil, apdu.ErrWrongData
 		}
 	case gp.DigestLen:
@@ -162,6 +162,19 @@ func load(env applet.Env, st *chanState, cmd apdu.Command) ([]byte, apdu.SW) {
 	return one, apdu.SWNoError
 }
 
+// dapRequired reports whether every load file needs a DAP block for the
+// ISD: when the creation parameters say so, or when the ISD's registry
+// entry has the DAP Verification or Mandated DAP Verification privilege
+// (GPCS §9.2.1, §9.3.5 "Load Phase"; the ISD is the associated security
+// domain of every load file it loads).
+func dapRequired(env applet.Env, cfg Params) bool {
+	if cfg.DAPRequired {
+		return true
+	}
+	e, ok := ownEntry(env)
+	return ok && e.Privileges.Has(applet.PrivSecurityDomain|applet.PrivDAPVerification)
+}
+
 // errDAP wraps a DAP failure: a missing DAP block answers '6A80', a
 // signature that does not verify '6982' (docs/cardmanager.md).
 var errDAP = errors.New("cardmanager: DAP verification failed")
@@ -198,9 +211,9 @@ func completeLoad(env applet.Env, ld *loadState, blob []byte) error {
 		if err := gp.VerifyDAPHash(pub, hash[:], sig); err != nil {
 			return fmt.Errorf("%w: %w: %w", apdu.ErrSecurityStatus, errDAP, err)
 		}
-	case cfg.DAPRequired && !present:
+	case dapRequired(env, cfg) && !present:
 		return fmt.Errorf("%w: %w: no DAP block for the issuer security domain", apdu.ErrWrongData, errDAP)
-	case cfg.DAPRequired:
+	case dapRequired(env, cfg):
 		return fmt.Errorf("%w: %w: no DAP verification key", apdu.ErrConditionsNotMet, errDAP)
 	}
 	m, err := lf.Manifest()
@@ -396,7 +409,7 @@ func deleteKeys(env applet.Env, d gp.Delete) ([]byte, apdu.SW) {
 		if cfg.DAPKey == nil {
 			return nil, apdu.ErrRefDataNotFound
 		}
-		if cfg.DAPRequired {
+		if dapRequired(env, cfg) {
 			return nil, apdu.ErrConditionsNotMet
 		}
 		cfg.DAPKey = nil

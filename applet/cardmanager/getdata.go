@@ -117,7 +117,11 @@ func getData(env applet.Env, st *chanState, cmd apdu.Command) ([]byte, apdu.SW) 
 	var obj tlv.TLV
 	switch tag {
 	case tagIIN, tagCIN, tagCPLC, tagKDD:
-		v := map[tlv.Tag][]byte{tagIIN: cfg.IIN, tagCIN: cfg.CIN, tagCPLC: cfg.CPLC, tagKDD: cfg.KDD}[tag]
+		kdd := cfg.KDD
+		if kdd == nil {
+			kdd = make([]byte, KDDLen) // what INITIALIZE UPDATE sends
+		}
+		v := map[tlv.Tag][]byte{tagIIN: cfg.IIN, tagCIN: cfg.CIN, tagCPLC: cfg.CPLC, tagKDD: kdd}[tag]
 		if v == nil {
 			return nil, apdu.ErrRefDataNotFound
 		}

@@ -122,7 +122,7 @@ func DefaultParams() Params {
 //	CF 0A <KDD>                     optional, default 10 × '00'
 //	80 01 <i>                       optional, default '70'
 //	81 01 <01: DAP required>        optional, default '00'
-//	82 L <DAP public key>           with 81 01 01
+//	82 41 <DAP public key>          optional; required with 81 01 01
 //	A0 L { 80 01 KVN  81 L Key-ENC  82 L Key-MAC  83 L Key-DEK }   one per key set, ≥ 1
 //
 // Note that Bytes always writes "i", so the zero Params encode i = '00';

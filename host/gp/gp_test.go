@@ -153,7 +153,9 @@ func TestOpenErrorsSayWhy(t *testing.T) {
 	}{
 		{name: "wrong keys", cfg: Config{Keys: wrong, NoChallengeCheck: true}, is: []error{ErrWrongKeys, scp03.ErrBadCryptogram},
 			message: "card cryptogram mismatch: wrong keys or key version? the card (key version 30, KDD 00010203040506070809) computed another cryptogram; try --kvn, --key-file"},
-		{name: "wrong keys, pseudo-random challenge", cfg: Config{Keys: wrong}, is: []error{ErrWrongKeys, scp03.ErrBadChallenge}, message: "--no-challenge-check"},
+		{name: "wrong keys, pseudo-random challenge checked", cfg: Config{Keys: wrong}, is: []error{ErrWrongKeys, scp03.ErrBadCryptogram}, message: "try --kvn, --key-file"},
+		{name: "challenge over another AID", card: gptest.Config{ChallengeAID: purseAID}, is: []error{scp03.ErrAuthenticationFailed, scp03.ErrBadChallenge},
+			message: "the card cryptogram matches the keys but the pseudo-random card challenge (sequence counter 000001) was not derived over this SD's AID; if the card is known to do that, try --no-challenge-check"},
 		{name: "no such key version", cfg: Config{KeyVersion: 0x31}, is: []error{ErrKeyVersion, apdu.ErrRefDataNotFound}, message: "no key set with version 31"},
 		{name: "level above i", card: gptest.Config{I: scp03.IPseudoRandom}, cfg: Config{Level: scp03.LevelCMAC | scp03.LevelRMAC},
 			is: []error{ErrLevel, scp03.ErrBadLevel}, message: "try --level cdec"},
@@ -190,6 +192,26 @@ func TestOpenErrorsSayWhy(t *testing.T) {
 	}
 	_, err := Open(ctx, newCard(t, gptest.Config{}), Config{})
 	require.ErrorIs(t, err, ErrKeys)
+
+	// The quirk switch accepts a card that derives challenges over
+	// another AID.
+	s, err := Open(ctx, newCard(t, gptest.Config{ChallengeAID: purseAID}), Config{Keys: TestKeys(), NoChallengeCheck: true})
+	require.NoError(t, err)
+	s.Close()
+}
+
+func TestStoreDataToTheSDItself(t *testing.T) {
+	ctx := context.Background()
+	c := newCard(t, gptest.Config{})
+	s := open(t, c, Config{Level: scp03.LevelCMAC})
+	start := len(c.Log())
+	require.NoError(t, s.StoreData(ctx, nil, StoreOptions{Format: gpwire.StoreFormatBERTLV}, hx(t, "4503112233"), hx(t, "420155")))
+	require.Equal(t, []string{"80E2100005" + "4503112233", "80E2900103" + "420155"}, plainLog(t, c, start))
+	require.NoError(t, s.StoreData(ctx, isd, StoreOptions{Format: gpwire.StoreFormatBERTLV}, hx(t, "4503112233")))
+	require.Len(t, c.Stored(isd), 3)
+	require.Error(t, s.StoreData(ctx, nil, StoreOptions{EncryptDGIs: true}, hx(t, "4503112233")))
+	require.Error(t, s.StoreData(ctx, nil, StoreOptions{Format: 0x01}, hx(t, "00")))
+	require.ErrorIs(t, s.StoreData(ctx, nil, StoreOptions{Format: gpwire.StoreFormatDGI, EncryptDGIs: true}, hx(t, "4503")), gpwire.ErrMalformed)
 }
 
 func TestTamperedResponseMACRefused(t *testing.T) {
@@ -282,7 +304,7 @@ func TestOperationAPDUs(t *testing.T) {
 			require.NoError(t, s.StoreData(ctx, purseInst, StoreOptions{Format: gpwire.StoreFormatDGI, EncryptDGIs: true}, dgis))
 			require.Equal(t, []string{
 				"80E62000110000" + "0BF000000001505552534501" + "00000000", // protocols.md §3.7
-				"80E2E8001380011" + "0D82F1DFAC021347321E7370276A8DD74",  // python: AES-CBC(DEK, 0, DGI||80 00..)
+				"80E2E8001380011" + "0D82F1DFAC021347321E7370276A8DD74",    // python: AES-CBC(DEK, 0, DGI||80 00..)
 			}, plainLog(t, c, start))
 			require.Equal(t, [][]byte{dgis}, c.Stored(purseInst))
 

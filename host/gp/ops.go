@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/valuechip/valuechip/apdu"
 	gpwire "github.com/valuechip/valuechip/apdu/gp"
@@ -31,25 +32,28 @@ type CommandError struct {
 	SW apdu.SW
 }
 
-func (e *CommandError) class() (error, string) {
+func (e *CommandError) class() (hint string, class error) {
 	switch e.SW {
 	case apdu.ErrRefDataNotFound, apdu.ErrFileNotFound:
-		return ErrNotFound, "nothing with that AID or key version on the card; `valuechip gp list` shows the registry"
+		return "nothing with that AID or key version on the card; `valuechip gp list` shows the registry", ErrNotFound
 	case apdu.ErrSecurityStatus:
-		return ErrSecurityStatus, "the session's security level or the security domain's privileges do not allow this (for PUT KEY: a key check value did not match)"
+		return "the session's security level or the security domain's privileges do not allow this (for PUT KEY: a key check value did not match)", ErrSecurityStatus
 	case apdu.ErrConditionsNotMet:
-		return ErrConditions, "not allowed in the current life cycle state, or the object is still referenced (delete with --related, or delete its instances first)"
+		return "not allowed in the current life cycle state, or the object is still referenced (delete with --related, or delete its instances first)", ErrConditions
 	case apdu.ErrNotEnoughMemory, apdu.ErrMemoryFailure:
-		return ErrNoMemory, "delete unused applications or load files"
+		return "delete unused applications or load files", ErrNoMemory
 	case apdu.ErrWrongData, apdu.ErrIncorrectP1P2:
-		return ErrRefused, "the card rejected the command data (for a load file: unknown module, wrong digest, or missing/wrong DAP)"
+		if strings.HasPrefix(e.Op, "LOAD") || strings.HasPrefix(e.Op, "INSTALL [for load]") {
+			return "the card rejected the load file: unknown module, wrong digest, wrong hash, or a missing DAP (see docs/loadfile.md)", ErrRefused
+		}
+		return "the card rejected the command's parameters or data", ErrRefused
 	}
-	return nil, ""
+	return "", nil
 }
 
 func (e *CommandError) Error() string {
 	msg := fmt.Sprintf("%s: card answered %s", e.Op, e.SW.String())
-	if _, hint := e.class(); hint != "" {
+	if hint, _ := e.class(); hint != "" {
 		msg += ": " + hint
 	}
 	return msg
@@ -57,7 +61,7 @@ func (e *CommandError) Error() string {
 
 // Unwrap returns the status word and the class sentinel.
 func (e *CommandError) Unwrap() []error {
-	if c, _ := e.class(); c != nil {
+	if _, c := e.class(); c != nil {
 		return []error{e.SW, c}
 	}
 	return []error{e.SW}
@@ -508,7 +512,9 @@ type StoreOptions struct {
 
 // StoreData personalises an application: INSTALL [for personalization]
 // for aid, then one STORE DATA per block (GPCS §11.11), numbered from '00',
-// the last flagged in P1 b8. The commands are marked sensitive.
+// the last flagged in P1 b8. With aid empty or the session's own SD, the
+// blocks go to the security domain itself, without INSTALL (GPCS
+// §11.11.2). The commands are marked sensitive.
 func (s *Session) StoreData(ctx context.Context, aid []byte, opts StoreOptions, blocks ...[]byte) error {
 	p1 := opts.Format & gpwire.StoreFormatMask
 	if opts.Format&^gpwire.StoreFormatMask != 0 {
@@ -544,12 +550,14 @@ func (s *Session) StoreData(ctx context.Context, aid []byte, opts StoreOptions, 
 	if err != nil {
 		return fmt.Errorf("STORE DATA: %w", err)
 	}
-	in := gpwire.Install{P1: gpwire.InstallForPersonalization, ApplicationAID: aid}
-	if err := in.Validate(); err != nil {
-		return fmt.Errorf("INSTALL [for personalization]: %w", err)
-	}
-	if err := s.sendInstall(ctx, in); err != nil {
-		return err
+	if len(aid) > 0 && !bytes.Equal(aid, s.sd) {
+		in := gpwire.Install{P1: gpwire.InstallForPersonalization, ApplicationAID: aid}
+		if err := in.Validate(); err != nil {
+			return fmt.Errorf("INSTALL [for personalization]: %w", err)
+		}
+		if err := s.sendInstall(ctx, in); err != nil {
+			return err
+		}
 	}
 	sctx := reader.WithSensitive(ctx)
 	for i, c := range cmds {

@@ -150,6 +150,19 @@ func Open(ctx context.Context, t reader.Transceiver, cfg Config) (*Session, erro
 	ea, err := h.ExternalAuthenticate(raw)
 	if err != nil {
 		h.Close()
+		if errors.Is(err, scp03.ErrBadChallenge) {
+			// Wrong keys fail the challenge check first; tell wrong keys
+			// from a challenge over another AID by the cryptogram.
+			hcfg.AID, hcfg.Rand = nil, bytes.NewReader(hc[:])
+			if probe, perr := scp03.NewHost(hcfg); perr == nil {
+				if _, perr = probe.InitializeUpdate(); perr == nil {
+					if _, perr = probe.ExternalAuthenticate(raw); perr != nil {
+						err = perr
+					}
+				}
+				probe.Close()
+			}
+		}
 		return nil, authError(err, info)
 	}
 	r, raw, err = transmitRaw(ctx, t, ea)
@@ -217,8 +230,8 @@ func authError(err error, info scp03.InitializeUpdateResponse) error {
 		return fmt.Errorf("%w? the card (key version %02X, KDD %X) computed another cryptogram; try --kvn, --key-file, or --master-key if its keys are diversified: %w",
 			ErrWrongKeys, info.KeyInfo.Version, info.KDD, err)
 	case errors.Is(err, scp03.ErrBadChallenge):
-		return fmt.Errorf("%w? the pseudo-random card challenge does not follow from Key-ENC and sequence counter %06X (wrong Key-ENC, or a card that derives it over another AID: try --no-challenge-check): %w",
-			ErrWrongKeys, info.Sequence, err)
+		return fmt.Errorf("%w: the card cryptogram matches the keys but the pseudo-random card challenge (sequence counter %06X) was not derived over this SD's AID; if the card is known to do that, try --no-challenge-check: %w",
+			scp03.ErrAuthenticationFailed, info.Sequence, err)
 	}
 	return err
 }

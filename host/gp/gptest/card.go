@@ -45,6 +45,9 @@ type Config struct {
 	// PageSize bounds GET STATUS response data (default 256); a smaller
 	// value forces '6310' continuations.
 	PageSize int
+	// ChallengeAID, if set, is the AID the card derives pseudo-random
+	// challenges over instead of the ISD's (a card quirk).
+	ChallengeAID []byte
 	// Chunk, when > 0, answers responses longer than Chunk data bytes
 	// with 61xx and the rest through GET RESPONSE, as a T=0 card does.
 	Chunk int
@@ -103,7 +106,11 @@ func New(cfg Config) (*Card, error) {
 }
 
 func (c *Card) newSC() error {
-	sc, err := scp03.NewCard(scp03.CardConfig{KeySets: c.keySets, KDD: c.cfg.KDD, I: c.cfg.I, AID: gp.DefaultISDAID()})
+	aid := gp.DefaultISDAID()
+	if c.cfg.ChallengeAID != nil {
+		aid = c.cfg.ChallengeAID
+	}
+	sc, err := scp03.NewCard(scp03.CardConfig{KeySets: c.keySets, KDD: c.cfg.KDD, I: c.cfg.I, AID: aid})
 	if err != nil {
 		return err
 	}
@@ -571,8 +578,9 @@ func (c *Card) refreshSC() error {
 }
 
 func (c *Card) storeData(cmd apdu.Command) ([]byte, apdu.SW) {
-	if c.persoAID == nil {
-		return nil, apdu.ErrConditionsNotMet
+	target := c.persoAID
+	if target == nil {
+		target = gp.DefaultISDAID() // no INSTALL [for personalization]: the ISD itself
 	}
 	data := cmd.Data
 	if cmd.P1&gp.StoreEncMask == gp.StoreEncAll && cmd.P1&gp.StoreFormatMask == gp.StoreFormatDGI {
@@ -588,7 +596,7 @@ func (c *Card) storeData(cmd apdu.Command) ([]byte, apdu.SW) {
 		}
 		data, _ = gp.EncodeDGIs(dgis...)
 	}
-	key := string(c.persoAID)
+	key := string(target)
 	c.stored[key] = append(c.stored[key], bytes.Clone(data))
 	if cmd.P1&gp.StoreLastBlock != 0 {
 		c.persoAID = nil
