@@ -31,10 +31,16 @@ func benchVPCD(b *testing.B, card applet.Card) {
 		b.Fatal(err)
 	}
 	defer pc.Close()
-	b.Cleanup(func() {
-		stop()
-		<-done
-	})
+	stopped := false
+	detach := func() {
+		if !stopped {
+			stopped = true
+			stop()
+			<-done
+			waitPresenceB(b, ctx, pc)
+		}
+	}
+	defer detach()
 	if _, err := pc.WaitForCard(ctx, slot0); err != nil {
 		b.Fatal(err)
 	}
@@ -57,9 +63,7 @@ func benchVPCD(b *testing.B, card applet.Card) {
 	}
 	b.StopTimer()
 	conn.Close()
-	stop()
-	<-done
-	waitPresenceB(b, ctx, pc)
+	detach()
 }
 
 func waitPresenceB(b *testing.B, ctx context.Context, pc *pcsc.Context) {

@@ -54,7 +54,7 @@ const (
 	// (ISO/IEC 7816-4 §11.5.6, b8 = 1 specific, reference 0).
 	PINReference byte = 0x80
 	// LogSFI is the short file identifier of the transaction log; READ
-	// RECORD uses P2 = SFI<<3 | 4 (ISO/IEC 7816-4 §11.3.3).
+	// RECORD uses P2 = SFI<<3 | 4, "read record P1" (ISO/IEC 7816-4).
 	LogSFI       byte = 0x18
 	LogReadP2    byte = LogSFI<<3 | 0x04
 	ChallengeLen      = 8

@@ -230,11 +230,11 @@ func (d DebitData) BalanceAfter() (uint32, bool) {
 
 type builder []byte
 
-func (b builder) label(l [2]byte) builder  { return append(b, l[:]...) }
-func (b builder) bytes(v []byte) builder   { return append(b, v...) }
-func (b builder) u32(v uint32) builder     { return be32(b, v) }
-func (b builder) u8(v byte) builder        { return append(b, v) }
-func newInput(l [2]byte, n int) builder    { return builder(make([]byte, 0, n)).label(l) }
+func (b builder) label(l [2]byte) builder   { return append(b, l[:]...) }
+func (b builder) bytes(v []byte) builder    { return append(b, v...) }
+func (b builder) u32(v uint32) builder      { return be32(b, v) }
+func (b builder) u8(v byte) builder         { return append(b, v) }
+func newInput(l [2]byte, n int) builder     { return builder(make([]byte, 0, n)).label(l) }
 func mac8(m *cmac.MAC, in []byte) (out MAC) { s := m.Sum(in); copy(out[:], s[:]); return out }
 
 // S1Input is "L1" || CardID || ATC_next || amount || currency || balance

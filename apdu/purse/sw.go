@@ -111,6 +111,7 @@ var commandStatuses = map[byte][]Status{
 		{apdu.SWNoError, "8-byte challenge returned, valid for the next command only"},
 		{apdu.ErrWrongLength, "Le not 08, or command data present"},
 		{apdu.ErrIncorrectP1P2, "P1-P2 not 0000"},
+		notPersonalised,
 	},
 	INSSetStatus: {
 		{apdu.SWNoError, "life cycle or PIN try counter changed"},

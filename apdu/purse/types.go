@@ -130,9 +130,9 @@ func (r *reader) take(n int) []byte {
 	return v
 }
 
-func (r *reader) u8() byte         { return r.take(1)[0] }
-func (r *reader) u32() uint32      { return binary.BigEndian.Uint32(r.take(4)) }
-func (r *reader) fill(dst []byte)  { copy(dst, r.take(len(dst))) }
+func (r *reader) u8() byte             { return r.take(1)[0] }
+func (r *reader) u32() uint32          { return binary.BigEndian.Uint32(r.take(4)) }
+func (r *reader) fill(dst []byte)      { copy(dst, r.take(len(dst))) }
 func be32(dst []byte, v uint32) []byte { return binary.BigEndian.AppendUint32(dst, v) }
 
 // fixed checks an exact length.
