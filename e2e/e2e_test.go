@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -57,8 +56,6 @@ type emulator struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	lines chan string // stdout, line by line
-	mu    sync.Mutex
-	seen  []string
 }
 
 // startEmulator runs `valuechip emulate args...` and returns once it has

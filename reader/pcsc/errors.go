@@ -99,46 +99,46 @@ func (e *Error) Unwrap() []error {
 // newError classifies a PC/SC return code. raw is the error scard returned
 // (it supplies the human text); op says what failed.
 func newError(op string, code uint32, raw error) *Error {
-	kind, hint := classify(code)
+	hint, kind := classify(code)
 	return &Error{Op: op, Code: code, Kind: kind, Hint: hint, Err: raw}
 }
 
 // classify maps a PC/SC code to our sentinel and a hint. Codes left out
 // have neither; the caller still sees pcsc-lite's text and the code.
-func classify(code uint32) (kind error, hint string) {
+func classify(code uint32) (hint string, kind error) {
 	switch code {
 	case codeNoService, codeServiceStopped:
-		return reader.ErrServiceUnavailable, hintService
+		return hintService, reader.ErrServiceUnavailable
 	case codeCommError:
 		// pcsc-lite returns this when the socket to pcscd breaks mid-call,
 		// which in practice means pcscd exited or was restarted.
-		return reader.ErrServiceUnavailable, "lost the connection to pcscd; " + hintService
+		return "lost the connection to pcscd; " + hintService, reader.ErrServiceUnavailable
 	case codeNoReadersAvailable:
-		return reader.ErrNoReader, hintNoReaders
+		return hintNoReaders, reader.ErrNoReader
 	case codeUnknownReader:
-		return reader.ErrNoReader, "no reader has that name: list the readers and pick one by index or name fragment"
+		return "no reader has that name: list the readers and pick one by index or name fragment", reader.ErrNoReader
 	case codeReaderUnavailable:
-		return reader.ErrReaderGone, "the reader was unplugged or its driver stopped: list the readers again"
+		return "the reader was unplugged or its driver stopped: list the readers again", reader.ErrReaderGone
 	case codeNoSmartcard:
-		return reader.ErrNoCard, "insert a card; for vpcd, start a card emulator that connects to TCP 35963 (slot 0) or 35964 (slot 1)"
+		return "insert a card; for vpcd, start a card emulator that connects to TCP 35963 (slot 0) or 35964 (slot 1)", reader.ErrNoCard
 	case codeRemovedCard:
-		return reader.ErrCardRemoved, "the card was taken out (for vpcd: the emulator closed its socket); insert it and connect again"
+		return "the card was taken out (for vpcd: the emulator closed its socket); insert it and connect again", reader.ErrCardRemoved
 	case codeResetCard:
 		// Another application reset the card. It is still there, but every
 		// bit of session state (selected application, secure channel, purse
 		// transaction) is gone; silently carrying on would be wrong for a
 		// purse, so report it as losing the card we were talking to.
-		return reader.ErrCardRemoved, "another application reset the card, so its session state is lost; reset or reconnect and start over"
+		return "another application reset the card, so its session state is lost; reset or reconnect and start over", reader.ErrCardRemoved
 	case codeSharingViolation:
-		return nil, "another application holds the card exclusively; close it, or wait for it to finish"
+		return "another application holds the card exclusively; close it, or wait for it to finish", nil
 	case codeProtoMismatch:
-		return nil, "the card does not offer the requested protocol; leave the protocol unset (T=0 or T=1) to accept either"
+		return "the card does not offer the requested protocol; leave the protocol unset (T=0 or T=1) to accept either", nil
 	case codeUnresponsiveCard:
-		return nil, "the card does not answer the reset (mute); reinsert it, or check the emulator's ATR reply"
+		return "the card does not answer the reset (mute); reinsert it, or check the emulator's ATR reply", nil
 	case codeUnpoweredCard:
-		return nil, "the card is powered down; reset or reconnect"
+		return "the card is powered down; reset or reconnect", nil
 	case codeNotTransacted:
-		return nil, "the reader or card did not complete the exchange (too long for the reader, or the card went away)"
+		return "the reader or card did not complete the exchange (too long for the reader, or the card went away)", nil
 	}
-	return nil, ""
+	return "", nil
 }
