@@ -10,17 +10,20 @@ card="emu:$dir/card.json"
 run() { printf '\n$ %s\n' "$*"; "$@"; }
 
 run "$bin" version
-run "$bin" atr decode 3B858001807380014036
-# SELECT the test applet, echo, a response longer than Le (61xx merged by
-# GET RESPONSE), a wrong Le (6Cxx re-sent), a PIN whose value is masked in
-# the trace, and a persistent counter.
-run "$bin" send --reader "$card" --trace \
-	'00 A4 04 00 08 F056435445535401' \
-	'80 10 00 00 05 48656C6C6F 00' \
-	'80 12 01 2C 00' \
-	'80 14 00 00 00' \
-	'00 20 00 80 04 31323334' \
-	'80 20 00 00 04'
+# The foundation: SELECT the sample chip's test applet and echo.
+run "$bin" send --reader "$card" '00 A4 04 00 08 F056435445535401' '80 10 00 00 05 48656C6C6F 00'
+
+# The purse (docs/purse.md): issue it through the ISD (SCP03, load, install,
+# personalise with per-card keys), load 50.00, pay 3.50 and 30.00 (above
+# the PIN-free limit: with the PIN), read the log with its certificates.
+# The development keys are public: a test card only.
+p=(--reader "$card" --journal "$dir/journal.json" --dev-keys)
+run "$bin" purse issue "${p[@]}" --test-key --card-id 1122334455667788 --currency 978 --pin 1234
+run "$bin" purse load 5000 "${p[@]}" 2>/dev/null
+run "$bin" purse pay 350 "${p[@]}" 2>/dev/null
+run "$bin" purse pay 3000 --pin 1234 "${p[@]}" 2>/dev/null
+run "$bin" purse log "${p[@]}" 2>/dev/null
+run "$bin" purse balance --reader "$card"
 echo
-echo "The counter survives a restart of the card (state in $card):"
-run "$bin" send --reader "$card" '00 A4 04 00 08 F056435445535401' '80 22 00 00 04'
+echo "Certificates (TC, verifiable only with the issuer's K_TC master):"
+"$bin" purse log "${p[@]}" --json 2>/dev/null | grep -E '"(atc|type|tc|tc_verified)"' | paste - - - -

@@ -50,8 +50,9 @@ type Chip struct {
 	path    string // "" = in memory only
 	saveErr error
 
-	regCache []appEntry // decoded registry, valid while regGen == mem.gen
+	regCache []appEntry // decoded registry, valid while regGen == mem.sysGen
 	regGen   uint64
+	regIndex map[string]int // instance AID hex → index in regCache
 }
 
 type channel struct {

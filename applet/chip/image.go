@@ -105,6 +105,7 @@ func UnmarshalImage(b []byte, opts ...Option) (*Chip, error) {
 		return nil, fmt.Errorf("%w: journal outside a transaction", ErrImage)
 	}
 	c.mem.inTx, c.mem.marked, c.mem.writes = f.InTx, f.Marked, f.Writes
+	c.mem.sysGen++ // records replaced wholesale
 	c.mem.recount()
 	// Registry records must decode: a corrupt registry is refused here
 	// rather than half-working later.

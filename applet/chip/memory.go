@@ -27,7 +27,7 @@ type store struct {
 	writes      uint64 // persistent writes since manufacture
 	tearAt      uint64 // cut power when writes reaches this (0 = off)
 	dirty       bool   // changed since the image was last saved
-	gen         uint64 // bumped on every change, for caches of decoded records
+	sysGen      uint64 // bumped when a registry record ("sys/…") may have changed, for the decoded-registry cache
 }
 
 type entry struct {
@@ -47,7 +47,6 @@ func newStore(quota int) *store { return &store{records: map[string][]byte{}, qu
 // the Nth write").
 func (s *store) write() {
 	s.writes++
-	s.gen++
 	s.dirty = true
 	if s.tearAt != 0 && s.writes >= s.tearAt {
 		s.tearAt = 0
@@ -70,6 +69,13 @@ func (s *store) get(key string) ([]byte, bool) {
 	return clone(v), ok
 }
 
+// touch notes a change to key for the registry cache.
+func (s *store) touch(key string) {
+	if strings.HasPrefix(key, "sys/") {
+		s.sysGen++
+	}
+}
+
 func (s *store) put(key string, value []byte) error {
 	old, had := s.get(key)
 	need := len(value) - len(old)
@@ -80,6 +86,7 @@ func (s *store) put(key string, value []byte) error {
 		return applet.ErrNoMemory
 	}
 	s.used += need
+	s.touch(key)
 	if s.inTx {
 		s.journal = append(s.journal, entry{Key: key, Value: clone(value)})
 	} else {
@@ -95,6 +102,7 @@ func (s *store) del(key string) {
 		return
 	}
 	s.used -= len(old) + len(key)
+	s.touch(key)
 	if s.inTx {
 		s.journal = append(s.journal, entry{Key: key, Deleted: true})
 	} else {
@@ -155,6 +163,7 @@ func (s *store) commit() error {
 }
 
 func (s *store) apply() {
+	s.touchJournal()
 	for _, e := range s.journal {
 		if e.Deleted {
 			delete(s.records, e.Key)
@@ -164,8 +173,15 @@ func (s *store) apply() {
 	}
 	s.inTx, s.journal, s.marked = false, nil, false
 	s.dirty = true
-	s.gen++
 	s.recount()
+}
+
+// touchJournal notes the registry records a journal held: applying or
+// discarding it changes what reads of them return.
+func (s *store) touchJournal() {
+	for _, e := range s.journal {
+		s.touch(e.Key)
+	}
 }
 
 // abort discards the journal: nothing written in the transaction remains.
@@ -173,9 +189,9 @@ func (s *store) abort() {
 	if !s.inTx {
 		return
 	}
+	s.touchJournal()
 	s.inTx, s.journal, s.marked = false, nil, false
 	s.dirty = true
-	s.gen++
 	s.recount()
 }
 

@@ -22,7 +22,7 @@ type appEntry struct {
 // apps returns the registry's applications in installation order. The
 // decoded list is cached until the store changes.
 func (c *Chip) apps() []appEntry {
-	if c.regCache != nil && c.regGen == c.mem.gen {
+	if c.regCache != nil && c.regGen == c.mem.sysGen {
 		return c.regCache
 	}
 	var out []appEntry
@@ -34,15 +34,18 @@ func (c *Chip) apps() []appEntry {
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Seq < out[j].Seq })
-	c.regCache, c.regGen = out, c.mem.gen
+	c.regIndex = make(map[string]int, len(out))
+	for i, e := range out {
+		c.regIndex[hex.EncodeToString(e.AID)] = i
+	}
+	c.regCache, c.regGen = out, c.mem.sysGen
 	return out
 }
 
 func (c *Chip) app(aidHex string) (appEntry, bool) {
-	for _, e := range c.apps() {
-		if hex.EncodeToString(e.AID) == aidHex {
-			return e, true
-		}
+	apps := c.apps()
+	if i, ok := c.regIndex[aidHex]; ok {
+		return apps[i], true
 	}
 	return appEntry{}, false
 }

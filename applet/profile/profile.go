@@ -23,6 +23,7 @@ import (
 	"github.com/valuechip/valuechip/applet"
 	"github.com/valuechip/valuechip/applet/cardmanager"
 	"github.com/valuechip/valuechip/applet/chip"
+	"github.com/valuechip/valuechip/applet/purse"
 	"github.com/valuechip/valuechip/applet/testcard"
 )
 
@@ -31,7 +32,7 @@ var ISDAID = []byte{0xA0, 0x00, 0x00, 0x01, 0x51, 0x00, 0x00, 0x00}
 
 // Modules are the implementations built into every chip this build makes.
 func Modules() []applet.Module {
-	return []applet.Module{cardmanager.Module, testcard.Module}
+	return []applet.Module{cardmanager.Module, testcard.Module, purse.Module}
 }
 
 // Profile describes a new card.

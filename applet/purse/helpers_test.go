@@ -1,7 +1,6 @@
 package purse_test
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -333,8 +332,6 @@ func (r *repeat) Read(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
-
-var _ = bytes.Equal
 
 // stateKey is the image record of the purse's state (docs/purse.md §9.1).
 var stateKey = "a/" + hex.EncodeToString(purse.AID) + "/state"

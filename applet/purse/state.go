@@ -48,14 +48,14 @@ type state struct {
 	flags   byte   // wire.FlagRecovered only
 }
 
-func (s state) bytes() []byte {
-	b := make([]byte, stateLen)
-	b[0], b[1] = stateFormat, s.life
-	binary.BigEndian.PutUint32(b[2:], s.balance)
-	binary.BigEndian.PutUint32(b[6:], s.atc)
-	binary.BigEndian.PutUint32(b[10:], s.offline)
-	b[14] = s.flags
-	return b
+func (s state) bytes() []byte { return s.append(make([]byte, 0, stateLen)) }
+
+func (s state) append(b []byte) []byte {
+	b = append(b, stateFormat, s.life)
+	b = binary.BigEndian.AppendUint32(b, s.balance)
+	b = binary.BigEndian.AppendUint32(b, s.atc)
+	b = binary.BigEndian.AppendUint32(b, s.offline)
+	return append(b, s.flags)
 }
 
 func parseState(b []byte) (state, bool) {
@@ -84,13 +84,6 @@ func loadState(m applet.Memory) (state, bool) {
 // journal on a memory without atomic record writes is recognised and
 // discarded.
 const journalLen = stateLen + wire.LogRecordLen + 4
-
-func journalBytes(s state, r wire.LogRecord) []byte {
-	b := make([]byte, 0, journalLen)
-	b = append(b, s.bytes()...)
-	b = r.Append(b)
-	return binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(b))
-}
 
 func parseJournal(b []byte) (state, wire.LogRecord, bool) {
 	if len(b) != journalLen || crc32.ChecksumIEEE(b[:journalLen-4]) != binary.BigEndian.Uint32(b[journalLen-4:]) {

@@ -1,6 +1,9 @@
 package purse
 
 import (
+	"encoding/binary"
+	"hash/crc32"
+
 	"github.com/valuechip/valuechip/apdu"
 	"github.com/valuechip/valuechip/apdu/cmac"
 	wire "github.com/valuechip/valuechip/apdu/purse"
@@ -110,12 +113,12 @@ func (p *purse) creditLoad(env applet.Env, cmd apdu.Command) ([]byte, apdu.SW) {
 	rec := wire.LogRecord{ATC: s.atc, Type: wire.TypeLoad, Amount: s.amount, BalanceAfter: after,
 		Currency: cfg.currency, DateTime: in.DateTime, TerminalID: s.terminal, Reference: in.AuthRef,
 		HostMAC: in.S2, CardMAC: s.s1}
-	rec.TC = wire.Sign(cfg.tc, wire.TCInput(cfg.cardID, rec))
 	// A load ends the offline period: the offline total restarts (§4.3).
-	if sw := commitValue(env, state{life: wire.StateActive, balance: after, atc: s.atc}, rec); sw != apdu.SWNoError {
+	tc, sw := commitValue(env, cfg, state{life: wire.StateActive, balance: after, atc: s.atc}, rec)
+	if sw != apdu.SWNoError {
 		return nil, sw
 	}
-	return wire.CreditLoadResponse{BalanceAfter: after, ATC: s.atc, TC: rec.TC}.Bytes(), apdu.SWNoError
+	return wire.CreditLoadResponse{BalanceAfter: after, ATC: s.atc, TC: tc}.Bytes(), apdu.SWNoError
 }
 
 // initializeDebit implements INITIALIZE DEBIT (§3.7). Nothing is written
@@ -199,22 +202,22 @@ func (p *purse) debit(env applet.Env, cmd apdu.Command) ([]byte, apdu.SW) {
 	rec := wire.LogRecord{ATC: s.atc, Type: wire.TypeDebit, Amount: s.amount, BalanceAfter: after,
 		Currency: cfg.currency, DateTime: in.DateTime, TerminalID: s.terminal, Reference: in.TSMSeq,
 		HostMAC: in.M1, CardMAC: m2}
-	rec.TC = wire.Sign(cfg.tc, wire.TCInput(cfg.cardID, rec))
 	offline := s.offline + s.amount
 	if offline < s.offline {
 		offline = wire.NoLimit // saturate
 	}
-	if sw := commitValue(env, state{life: wire.StateActive, balance: after, atc: s.atc, offline: offline}, rec); sw != apdu.SWNoError {
+	tc, sw := commitValue(env, cfg, state{life: wire.StateActive, balance: after, atc: s.atc, offline: offline}, rec)
+	if sw != apdu.SWNoError {
 		return nil, sw
 	}
 	if s.pinUsed {
 		delete(env.Transient(), tPIN) // one PIN entry authorises one debit above the PIN-free limit
 	}
-	return wire.DebitResponse{BalanceAfter: after, ATC: s.atc, M2: m2, TC: rec.TC}.Bytes(), apdu.SWNoError
+	return wire.DebitResponse{BalanceAfter: after, ATC: s.atc, M2: m2, TC: tc}.Bytes(), apdu.SWNoError
 }
 
-// commitValue applies a value change with the anti-tearing protocol of
-// §9.2, in three steps:
+// commitValue computes the record's TC under K_TC (§5.4) and applies the
+// value change with the anti-tearing protocol of §9.2, in three steps:
 //
 //  1. journal: one write of the new state and log record (with CRC);
 //  2. commit: state and log slot in one runtime transaction (two journal
@@ -224,33 +227,46 @@ func (p *purse) debit(env applet.Env, cmd apdu.Command) ([]byte, apdu.SW) {
 // Power lost after step 1 completes the change at the next power-up or
 // selection (recover); power lost before it leaves the purse unchanged.
 // An error (not a tear) after step 1 discards the journal, so that an
-// error status always means "nothing changed".
-func commitValue(env applet.Env, st state, rec wire.LogRecord) apdu.SW {
+// error status always means "nothing changed". The state and record are
+// encoded once into the journal buffer, whose parts the commit reuses.
+func commitValue(env applet.Env, cfg *config, st state, rec wire.LogRecord) (wire.MAC, apdu.SW) {
+	j := make([]byte, 0, journalLen)
+	j = st.append(j)
+	j = rec.Append(j)
+	sb, rb := j[:stateLen], j[stateLen:stateLen+wire.LogRecordLen]
+	var in [2 + wire.CardIDLen + wire.LogRecordLen - wire.MACLen]byte
+	copy(in[:], "TC")
+	copy(in[2:], cfg.cardID[:])
+	copy(in[2+wire.CardIDLen:], rb[:wire.LogRecordLen-wire.MACLen])
+	tc := wire.Sign(cfg.tc, in[:])
+	copy(rb[wire.LogRecordLen-wire.MACLen:], tc[:])
+	j = binary.BigEndian.AppendUint32(j, crc32.ChecksumIEEE(j))
 	m := env.Memory()
-	if err := m.Put(recJournal, journalBytes(st, rec)); err != nil {
-		return applet.StatusOf(err)
+	if err := m.Put(recJournal, j); err != nil {
+		return tc, applet.StatusOf(err)
 	}
-	if err := apply(env, st, rec); err != nil {
+	if err := apply(env, rec.ATC, sb, rb); err != nil {
 		_ = m.Delete(recJournal)
-		return applet.StatusOf(err)
+		return tc, applet.StatusOf(err)
 	}
 	if err := m.Delete(recJournal); err != nil {
-		return applet.StatusOf(err)
+		return tc, applet.StatusOf(err)
 	}
-	return apdu.SWNoError
+	return tc, apdu.SWNoError
 }
 
-// apply writes the state and the log record in one runtime transaction.
-func apply(env applet.Env, st state, rec wire.LogRecord) error {
+// apply writes the encoded state and log record in one runtime
+// transaction.
+func apply(env applet.Env, atc uint32, state, record []byte) error {
 	m := env.Memory()
 	if err := env.Begin(); err != nil {
 		return err
 	}
-	if err := m.Put(recState, st.bytes()); err != nil {
+	if err := m.Put(recState, state); err != nil {
 		env.Abort()
 		return err
 	}
-	if err := m.Put(logKey(rec.ATC), rec.Bytes()); err != nil {
+	if err := m.Put(logKey(atc), record); err != nil {
 		env.Abort()
 		return err
 	}
@@ -274,7 +290,7 @@ func (p *purse) recover(env applet.Env) error {
 		return m.Delete(recJournal)
 	}
 	st.flags |= wire.FlagRecovered
-	if err := apply(env, st, rec); err != nil {
+	if err := apply(env, st.atc, st.bytes(), rec.Bytes()); err != nil {
 		return err
 	}
 	return m.Delete(recJournal)

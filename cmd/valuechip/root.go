@@ -28,6 +28,7 @@ Readers are named by PC/SC index or name fragment, or one of:
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newVersion(), newATR(), newReaders(), newSend(), newEmulate(), newBench(), newScript(), newShell(), newGP(), newLoadFile())
 	root.AddCommand(newModules())
+	root.AddCommand(newPurse())
 	return root
 }
 
