@@ -453,8 +453,9 @@ verified as the money server would.`,
 			}
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ATC\tTYPE\tAMOUNT\tBALANCE\tDATE-TIME\tTERMINAL\tREF\tTC")
-			for _, r := range rows {
-				fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\t%s\t%d\t%s (%s)\n", r.ATC, r.Type, r.Amount, r.BalanceAfter, r.DateTime, r.TerminalID, r.Reference, r.TC, verified(r))
+			for i, r := range rows {
+				fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\t%s\t%d\t%s (%s)\n", r.ATC, r.Type, r.Amount, r.BalanceAfter,
+					recs[i].DateTime, printableID(recs[i].TerminalID), r.Reference, r.TC, verified(r))
 			}
 			return tw.Flush()
 		},
@@ -601,4 +602,14 @@ func newPurseRecover(o *purseOptions) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// printableID shows a terminal ID as ASCII when it is printable, else hex.
+func printableID(id wire.TerminalID) string {
+	for _, c := range id {
+		if c < 0x20 || c > 0x7E {
+			return hexs(id[:])
+		}
+	}
+	return string(id[:])
 }

@@ -483,3 +483,48 @@ func TestTearRandomized(t *testing.T) {
 	t.Logf("%d torn transactions; recovery outcomes %v", n, done)
 	require.Greater(t, n, 100)
 }
+
+// Recovery against what other terminals did meanwhile (docs/purse.md
+// §9.4): the ATC' taken by another transaction means ours did not happen;
+// a record no longer in the card's log is undecidable, an explicit error
+// that keeps the journal.
+func TestRecoverAfterOtherTransactions(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name   string
+		mode   tearMode
+		others int
+		want   terminal.Outcome
+		err    error
+	}{
+		{"ATC' used by another terminal", failBefore, 1, terminal.OutcomeNotDone, nil},
+		{"record still in the log", dropResponse, 5, terminal.OutcomeDone, nil},
+		{"record aged out of the log", dropResponse, wire.LogCapacity, terminal.OutcomeNone, terminal.ErrUndecidable},
+		{"never sent, log wrapped", failBefore, wire.LogCapacity + 2, terminal.OutcomeNone, terminal.ErrUndecidable},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t)
+			_, err := r.term.Load(ctx, r.tap(), 20000)
+			require.NoError(t, err)
+			err = ops[1].run(r, &tearing{next: r.tap(), k: 4, mode: tc.mode}, 300)
+			require.ErrorIs(t, err, terminal.ErrInterrupted)
+			other := terminal.New(terminal.Config{SAM: r.sam, Authority: r.auth, TerminalID: wire.TerminalID{'O', 'T', 'H', 'E', 'R'}})
+			for range tc.others {
+				_, err := other.Pay(ctx, r.tap(), 10, terminal.PayOptions{})
+				require.NoError(t, err)
+			}
+			res, err := r.term.Recover(ctx, r.tap())
+			if tc.err != nil {
+				require.ErrorIs(t, err, tc.err)
+				j, jerr := r.term.Journal().Load()
+				require.NoError(t, jerr)
+				require.NotNil(t, j, "an undecidable transaction stays in the journal")
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, res.Outcome)
+			require.Equal(t, int64(r.balance(t)), r.auth.Net(testCardID))
+		})
+	}
+}
