@@ -492,6 +492,9 @@ func (t *Terminal) Recover(ctx context.Context, tr reader.Transceiver) (*Resolut
 	if p == nil {
 		return &Resolution{Outcome: OutcomeNone}, nil
 	}
+	if p.Kind == "load" && t.cfg.Authority == nil || p.Kind == "debit" && t.cfg.SAM == nil {
+		return nil, fmt.Errorf("terminal: a pending %s needs the %s to be resolved", p.Kind, map[string]string{"load": "load authority", "debit": "security module"}[p.Kind])
+	}
 	if p.Kind == "load" && !p.Sent {
 		// CREDIT LOAD was never sent: the card cannot have changed.
 		if err := t.abandonLoad(ctx, p); err != nil {
