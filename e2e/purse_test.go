@@ -21,8 +21,6 @@ import (
 	"github.com/valuechip/valuechip/internal/livepcsc"
 	"github.com/valuechip/valuechip/reader/connect"
 	"github.com/valuechip/valuechip/reader/emu"
-	"github.com/valuechip/valuechip/reader/pcsc"
-	"github.com/valuechip/valuechip/reader/vpcd"
 )
 
 // Issue 4 end to end: the purse issued, loaded, spent and its log read
@@ -161,24 +159,7 @@ func BenchmarkDebitTransactionVPCD(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	att := vpcd.New(c, vpcd.WithSlot(0))
-	done := make(chan error, 1)
-	actx, stop := context.WithCancel(ctx)
-	go func() { done <- att.Run(actx) }()
-	pc, err := pcsc.Open()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pc.Close()
-	defer func() { stop(); <-done; waitPresenceB(b, ctx, pc) }()
-	if _, err := pc.WaitForCard(ctx, slot0); err != nil {
-		b.Fatal(err)
-	}
-	card, err := pc.Connect(ctx, slot0, pcsc.ConnectOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer card.Close()
+	card := attachVPCD(b, c)
 	tr := connect.Stack(card, connect.StackOptions{})
 	if _, err := terminal.New(terminal.Config{Authority: auth, TerminalID: tid}).Load(ctx, tr, 0xF0000000); err != nil {
 		b.Fatal(err)

@@ -3,18 +3,14 @@ package e2e
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/valuechip/valuechip/apdu/gp"
 	"github.com/valuechip/valuechip/apdu/scp03"
 	"github.com/valuechip/valuechip/applet/profile"
 	hostgp "github.com/valuechip/valuechip/host/gp"
-	"github.com/valuechip/valuechip/internal/livepcsc"
 	"github.com/valuechip/valuechip/reader"
 	"github.com/valuechip/valuechip/reader/connect"
 	"github.com/valuechip/valuechip/reader/emu"
-	"github.com/valuechip/valuechip/reader/pcsc"
-	"github.com/valuechip/valuechip/reader/vpcd"
 )
 
 var fullLevel = scp03.LevelCMAC | scp03.LevelCDEC | scp03.LevelRMAC | scp03.LevelRENC
@@ -30,31 +26,7 @@ func scpPath(b *testing.B, viaVPCD bool) reader.Transceiver {
 		conn := emu.Connect(c, "emu:bench")
 		return connect.Stack(conn, connect.StackOptions{})
 	}
-	livepcsc.Require(b)
-	ctx, cancel := context.WithCancel(context.Background())
-	att := vpcd.New(c, vpcd.WithSlot(0))
-	done := make(chan error, 1)
-	go func() { done <- att.Run(ctx) }()
-	pc, err := pcsc.Open()
-	if err != nil {
-		b.Fatal(err)
-	}
-	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
-	defer wcancel()
-	if _, err := pc.WaitForCard(wctx, slot0); err != nil {
-		b.Fatal(err)
-	}
-	conn, err := pc.Connect(ctx, slot0, pcsc.ConnectOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		conn.Close()
-		cancel()
-		<-done
-		waitPresenceB(b, context.Background(), pc)
-		pc.Close()
-	})
+	conn := attachVPCD(b, c)
 	return connect.Stack(conn, connect.StackOptions{})
 }
 

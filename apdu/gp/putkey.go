@@ -3,12 +3,10 @@ package gp
 import (
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/subtle"
 	"fmt"
-	"math/big"
 
 	"github.com/valuechip/valuechip/apdu"
 	"github.com/valuechip/valuechip/apdu/scp03"
@@ -287,14 +285,11 @@ func (p PutKey) ECCPublicKey() (*ecdsa.PublicKey, error) {
 // ParseP256 decodes an uncompressed P-256 point (04 || X || Y) and checks
 // that it is on the curve.
 func ParseP256(point []byte) (*ecdsa.PublicKey, error) {
-	if _, err := ecdh.P256().NewPublicKey(point); err != nil {
+	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), point)
+	if err != nil {
 		return nil, errorf(ErrBadKey, "not a P-256 public point (%d bytes)", len(point))
 	}
-	return &ecdsa.PublicKey{
-		Curve: elliptic.P256(),
-		X:     new(big.Int).SetBytes(point[1:33]),
-		Y:     new(big.Int).SetBytes(point[33:65]),
-	}, nil
+	return pub, nil
 }
 
 // encodeP256 returns the uncompressed point of a P-256 public key.

@@ -40,8 +40,6 @@ func (w *exampleWriter) comment(format string, a ...any) {
 	w.lines = append(w.lines, "# "+fmt.Sprintf(format, a...))
 }
 
-func (w *exampleWriter) blank() { w.lines = append(w.lines, "") }
-
 // value writes "name = hex", the parts separated by spaces.
 func (w *exampleWriter) value(name string, parts ...[]byte) {
 	hx := make([]string, len(parts))

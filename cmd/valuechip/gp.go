@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"os"
@@ -706,7 +704,7 @@ the current Key-DEK and checked against the card's key check values.
 				return usagef("give one of --new-key, --new-enc/--new-mac/--new-dek, --new-key-file, --dap-key")
 			}
 			if dapKey != "" {
-				pub, err := readPublicKey(dapKey)
+				pub, err := hostgp.LoadDAPPublicKey(dapKey)
 				if err != nil {
 					return err
 				}
@@ -991,7 +989,7 @@ optionally signed for DAP verification with a P-256 private key (PEM).`,
 			}
 			var daps []gpwire.DAPBlock
 			if signKey != "" {
-				priv, err := readPrivateKey(signKey)
+				priv, err := hostgp.LoadDAPPrivateKey(signKey)
 				if err != nil {
 					return err
 				}
@@ -1076,7 +1074,7 @@ func newLoadFileShow() *cobra.Command {
 			}
 			var pub *ecdsa.PublicKey
 			if verifyKey != "" {
-				if pub, err = readPublicKey(verifyKey); err != nil {
+				if pub, err = hostgp.LoadDAPPublicKey(verifyKey); err != nil {
 					return err
 				}
 			}
@@ -1126,76 +1124,4 @@ func newLoadFileShow() *cobra.Command {
 	cmd.Flags().StringVar(&verifyKey, "verify-key", "", "PEM P-256 public key or certificate to verify DAPs with")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
-}
-
-// readPEM returns the first PEM block of a file.
-func readPEM(path string) (*pem.Block, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			return nil, fmt.Errorf("%s: no PEM block", path)
-		}
-		if !strings.HasSuffix(blk.Type, "PARAMETERS") { // skip openssl's EC PARAMETERS
-			return blk, nil
-		}
-	}
-}
-
-// readPrivateKey reads a P-256 private key: SEC 1 "EC PRIVATE KEY" or
-// PKCS #8 "PRIVATE KEY". Errors never quote the key.
-func readPrivateKey(path string) (*ecdsa.PrivateKey, error) {
-	blk, err := readPEM(path)
-	if err != nil {
-		return nil, err
-	}
-	var key any
-	switch blk.Type {
-	case "EC PRIVATE KEY":
-		key, err = x509.ParseECPrivateKey(blk.Bytes)
-	case "PRIVATE KEY":
-		key, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
-	default:
-		return nil, fmt.Errorf("%s: PEM %q is not a private key", path, blk.Type)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%s: not a readable private key", path)
-	}
-	priv, ok := key.(*ecdsa.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("%s: %w: want an EC P-256 key", path, gpwire.ErrBadKey)
-	}
-	return priv, nil
-}
-
-// readPublicKey reads a P-256 public key: "PUBLIC KEY" or a certificate.
-func readPublicKey(path string) (*ecdsa.PublicKey, error) {
-	blk, err := readPEM(path)
-	if err != nil {
-		return nil, err
-	}
-	var key any
-	switch blk.Type {
-	case "PUBLIC KEY":
-		key, err = x509.ParsePKIXPublicKey(blk.Bytes)
-	case "CERTIFICATE":
-		var cert *x509.Certificate
-		if cert, err = x509.ParseCertificate(blk.Bytes); err == nil {
-			key = cert.PublicKey
-		}
-	default:
-		return nil, fmt.Errorf("%s: PEM %q is not a public key or certificate", path, blk.Type)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	pub, ok := key.(*ecdsa.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("%s: %w: want an EC P-256 key", path, gpwire.ErrBadKey)
-	}
-	return pub, nil
 }

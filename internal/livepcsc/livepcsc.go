@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -63,21 +64,44 @@ func Require(t testing.TB) {
 	Lock(t)
 }
 
+// The machine-wide lock is held once per process: flock conflicts between
+// two open descriptions of the same file even within one process, so a
+// test that takes it twice (a helper calling Require again) would
+// otherwise wait for itself forever.
+var (
+	lockMu   sync.Mutex
+	lockFile *os.File
+	holders  int
+)
+
 // Lock takes an exclusive flock shared by all test processes on the
-// machine and releases it when t ends.
+// machine and releases it when t ends. Within one process it is
+// re-entrant.
 func Lock(t testing.TB) {
 	t.Helper()
-	path := filepath.Join(os.TempDir(), "valuechip-pcscd.lock")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o666)
-	if err != nil {
-		t.Fatalf("open lock %s: %v", path, err)
+	lockMu.Lock()
+	defer lockMu.Unlock()
+	if holders == 0 {
+		path := filepath.Join(os.TempDir(), "valuechip-pcscd.lock")
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o666)
+		if err != nil {
+			t.Fatalf("open lock %s: %v", path, err)
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+			f.Close()
+			t.Fatalf("lock %s: %v", path, err)
+		}
+		lockFile = f
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		t.Fatalf("lock %s: %v", path, err)
-	}
+	holders++
 	t.Cleanup(func() {
-		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
+		lockMu.Lock()
+		defer lockMu.Unlock()
+		holders--
+		if holders == 0 {
+			_ = syscall.Flock(int(lockFile.Fd()), syscall.LOCK_UN)
+			lockFile.Close()
+			lockFile = nil
+		}
 	})
 }

@@ -1,0 +1,413 @@
+package ledger
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
+
+// Errors returned by a Store. They are wrapped with context; match them with
+// errors.Is.
+var (
+	// ErrInvalid: the request is malformed (empty key, bad currency, zero
+	// amount, fewer than two legs, ...).
+	ErrInvalid = errors.New("ledger: invalid request")
+	// ErrUnbalanced: the legs of a posting do not sum to zero per currency.
+	ErrUnbalanced = errors.New("ledger: posting does not balance")
+	// ErrConflict: the idempotency key was already used for a different
+	// request.
+	ErrConflict = errors.New("ledger: idempotency key reused for a different request")
+	// ErrNotFound: no such account, posting or transaction.
+	ErrNotFound = errors.New("ledger: not found")
+	// ErrCurrency: a leg's currency is not its account's currency.
+	ErrCurrency = errors.New("ledger: currency mismatch")
+	// ErrOverflow: a sum or a balance would leave the int64 range.
+	ErrOverflow = errors.New("ledger: amount overflow")
+	// ErrIllegalTransition: the transaction's state does not allow the
+	// operation (e.g. completing a reversed transaction).
+	ErrIllegalTransition = errors.New("ledger: illegal state transition")
+	// ErrClosed: the store was closed.
+	ErrClosed = errors.New("ledger: store closed")
+)
+
+// AccountKind is the role of an account in the purse system.
+type AccountKind string
+
+// The account kinds.
+const (
+	// KindIssuerFloat is the issuer's float: the liability for all value held
+	// on purses and owed to merchants.
+	KindIssuerFloat AccountKind = "issuer_float"
+	// KindPurse is the shadow of one purse; Ref is the CardID in hex.
+	KindPurse AccountKind = "purse"
+	// KindMerchant is what the issuer owes one merchant/terminal; Ref is the
+	// merchant or terminal ID.
+	KindMerchant AccountKind = "merchant"
+	// KindFunding is an external source of funds for loads (bank, card
+	// acquirer, cash desk); Ref names it.
+	KindFunding AccountKind = "funding"
+)
+
+// Valid reports whether k is one of the defined kinds.
+func (k AccountKind) Valid() bool {
+	switch k {
+	case KindIssuerFloat, KindPurse, KindMerchant, KindFunding:
+		return true
+	}
+	return false
+}
+
+// Account is one ledger account. Its ID is AccountID(Kind, Ref, Currency).
+type Account struct {
+	ID        string
+	Kind      AccountKind
+	Ref       string
+	Currency  string // ISO 4217 numeric code, 3 digits, e.g. "978"
+	Balance   int64  // minor units; sum of all legs on the account
+	CreatedAt time.Time
+}
+
+// AccountID is the deterministic identifier of the account (kind, ref,
+// currency): "kind:ref:currency".
+func AccountID(kind AccountKind, ref, currency string) string {
+	return string(kind) + ":" + ref + ":" + currency
+}
+
+// Leg is one side of a posting: a signed amount in minor units on an account.
+// Positive amounts are debits, negative amounts credits; only the sum matters.
+type Leg struct {
+	Account  string
+	Amount   int64
+	Currency string
+}
+
+// Posting is a balanced set of legs under an idempotency key.
+type Posting struct {
+	// Key makes the request idempotent, e.g. terminal ID + transaction number.
+	// Keys starting with "txn/" are reserved for transaction postings.
+	Key  string
+	Memo string
+	Legs []Leg
+}
+
+// Receipt is the durable result of a posting.
+type Receipt struct {
+	ID        string
+	Key       string
+	Memo      string
+	TxnKey    string // the transaction it belongs to, "" for a plain posting
+	Legs      []Leg
+	CreatedAt time.Time
+	// Replayed is true when the posting already existed and this is the
+	// original result of an identical earlier request.
+	Replayed bool
+}
+
+// TxnState is the state of a purse transaction on the server.
+type TxnState string
+
+// Transaction states: in_progress → completed | reversed.
+const (
+	StateInProgress TxnState = "in_progress"
+	StateCompleted  TxnState = "completed"
+	StateReversed   TxnState = "reversed"
+)
+
+// BeginRequest opens a purse transaction and posts its first legs atomically
+// (e.g. for a load: funding → purse shadow, when S2 is issued).
+type BeginRequest struct {
+	Key        string // idempotency key, e.g. terminal ID + authorisation reference
+	Kind       string // "load", "debit", ... (free text)
+	CardID     string // hex CardID
+	TerminalID string
+	Amount     int64
+	Currency   string
+	Memo       string
+	Legs       []Leg // may be empty: a transaction without a posting yet
+}
+
+// CompleteRequest completes an in-progress transaction, optionally posting
+// more legs (e.g. a settlement step).
+type CompleteRequest struct {
+	Key  string
+	Memo string
+	Legs []Leg
+}
+
+// ReverseRequest reverses an in-progress transaction: the ledger posts the
+// exact negation of every leg posted for it so far.
+type ReverseRequest struct {
+	Key    string
+	Reason string
+}
+
+// Txn is the server's record of a purse transaction.
+type Txn struct {
+	Key          string
+	Kind         string
+	CardID       string
+	TerminalID   string
+	Amount       int64
+	Currency     string
+	State        TxnState
+	BeginPosting string // receipt ID, "" when begun without legs
+	EndPosting   string // receipt ID of the completion or reversal posting, or ""
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+	// Replayed is true when the operation had already been applied and this
+	// is the original result.
+	Replayed bool
+}
+
+// ATCAdvice reports that a card produced a value change with the given ATC
+// (from a debit advice or a load completion). Digest identifies the record,
+// e.g. the hex TC or a hash of the log record: two advices for one ATC with
+// different digests prove a clone or a rolled-back card image (purse.md §9.5).
+type ATCAdvice struct {
+	CardID     string
+	ATC        uint32
+	Digest     string
+	TerminalID string
+}
+
+// ATCStatus classifies an ATC advice.
+type ATCStatus string
+
+// ATC advice outcomes.
+const (
+	ATCNew       ATCStatus = "new"       // first record for this ATC
+	ATCRepeat    ATCStatus = "repeat"    // same ATC, same digest: a retried advice
+	ATCDuplicate ATCStatus = "duplicate" // same ATC, different digest: clone/rollback
+)
+
+// ATCRange is a closed range of ATCs [From, To].
+type ATCRange struct{ From, To uint32 }
+
+// ATCResult is the outcome of RecordATC.
+type ATCResult struct {
+	Status  ATCStatus
+	LastATC uint32     // highest ATC seen for the card, after this advice
+	Gaps    []ATCRange // ATCs in 1..LastATC never reported
+}
+
+// CardStatus is the ATC picture of one card.
+type CardStatus struct {
+	CardID     string
+	LastATC    uint32
+	Seen       int // number of distinct ATCs recorded
+	Gaps       []ATCRange
+	Duplicates []ATCAdvice // every conflicting advice received
+}
+
+// KindTotal is the sum of balances of one account kind in one currency.
+type KindTotal struct {
+	Kind     AccountKind
+	Currency string
+	Accounts int
+	Total    int64
+}
+
+// Report is a settlement snapshot taken in one read transaction.
+type Report struct {
+	ByKind []KindTotal // ordered by kind, currency
+	// Merchants are the merchant payable accounts with their balances,
+	// ordered by ref, currency.
+	Merchants []Account
+	// Imbalance is the sum of all balances per currency; always zero in a
+	// consistent ledger.
+	Imbalance map[string]int64
+}
+
+// Store is the ledger contract. Implementations are safe for concurrent use.
+type Store interface {
+	// EnsureAccount creates the account (kind, ref, currency) if it does not
+	// exist and returns it.
+	EnsureAccount(ctx context.Context, kind AccountKind, ref, currency string) (Account, error)
+	// Account returns one account by ID.
+	Account(ctx context.Context, id string) (Account, error)
+	// Balance returns the balance of one account in minor units.
+	Balance(ctx context.Context, id string) (int64, error)
+	// Post writes a balanced posting once; a retry with the same key and the
+	// same content returns the original receipt (Replayed), a different
+	// content under the same key fails with ErrConflict.
+	Post(ctx context.Context, p Posting) (Receipt, error)
+	// PostingByKey returns the receipt of the posting with the key.
+	PostingByKey(ctx context.Context, key string) (Receipt, error)
+	// Begin opens an in-progress transaction with its posting.
+	Begin(ctx context.Context, r BeginRequest) (Txn, error)
+	// Complete moves an in-progress transaction to completed.
+	Complete(ctx context.Context, r CompleteRequest) (Txn, error)
+	// Reverse moves an in-progress transaction to reversed, posting the
+	// compensating legs.
+	Reverse(ctx context.Context, r ReverseRequest) (Txn, error)
+	// Txn returns a transaction by key.
+	Txn(ctx context.Context, key string) (Txn, error)
+	// RecordATC records an ATC advice for a card.
+	RecordATC(ctx context.Context, a ATCAdvice) (ATCResult, error)
+	// Card returns the ATC status of a card.
+	Card(ctx context.Context, cardID string) (CardStatus, error)
+	// Report returns the settlement report.
+	Report(ctx context.Context) (Report, error)
+	// Close releases the database.
+	Close() error
+}
+
+// txnPrefix reserves posting keys for transaction postings.
+const txnPrefix = "txn/"
+
+func validCurrency(c string) bool {
+	if len(c) != 3 {
+		return false
+	}
+	for i := 0; i < 3; i++ {
+		if c[i] < '0' || c[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func validKey(k string) error {
+	if k == "" {
+		return fmt.Errorf("%w: empty idempotency key", ErrInvalid)
+	}
+	if len(k) > 256 {
+		return fmt.Errorf("%w: idempotency key longer than 256 bytes", ErrInvalid)
+	}
+	return nil
+}
+
+// checkedAdd adds two int64 or reports ErrOverflow.
+func checkedAdd(a, b int64) (int64, error) {
+	if (b > 0 && a > math.MaxInt64-b) || (b < 0 && a < math.MinInt64-b) {
+		return 0, fmt.Errorf("%w: %d + %d", ErrOverflow, a, b)
+	}
+	return a + b, nil
+}
+
+// validateLegs checks the legs of a posting: at least two, known shape, no
+// zero or MinInt64 amounts, sum zero per currency.
+func validateLegs(legs []Leg) error {
+	if len(legs) < 2 {
+		return fmt.Errorf("%w: a posting needs at least two legs, got %d", ErrInvalid, len(legs))
+	}
+	sums := map[string]int64{}
+	for i, l := range legs {
+		if l.Account == "" {
+			return fmt.Errorf("%w: leg %d has no account", ErrInvalid, i)
+		}
+		if !validCurrency(l.Currency) {
+			return fmt.Errorf("%w: leg %d currency %q is not an ISO 4217 numeric code", ErrInvalid, i, l.Currency)
+		}
+		if l.Amount == 0 || l.Amount == math.MinInt64 {
+			return fmt.Errorf("%w: leg %d amount %d", ErrInvalid, i, l.Amount)
+		}
+		s, err := checkedAdd(sums[l.Currency], l.Amount)
+		if err != nil {
+			return fmt.Errorf("leg %d: %w", i, err)
+		}
+		sums[l.Currency] = s
+	}
+	for c, s := range sums {
+		if s != 0 {
+			return fmt.Errorf("%w: currency %s sums to %d", ErrUnbalanced, c, s)
+		}
+	}
+	return nil
+}
+
+// negate returns the compensating legs.
+func negate(legs []Leg) []Leg {
+	out := make([]Leg, len(legs))
+	for i, l := range legs {
+		out[i] = Leg{Account: l.Account, Amount: -l.Amount, Currency: l.Currency}
+	}
+	return out
+}
+
+// hasher builds a canonical request hash: length-prefixed fields.
+type hasher struct{ b []byte }
+
+func (h *hasher) str(s string) {
+	h.b = binary.BigEndian.AppendUint64(h.b, uint64(len(s)))
+	h.b = append(h.b, s...)
+}
+
+func (h *hasher) i64(v int64) { h.b = binary.BigEndian.AppendUint64(h.b, uint64(v)) }
+
+func (h *hasher) legs(ls []Leg) {
+	h.i64(int64(len(ls)))
+	for _, l := range ls {
+		h.str(l.Account)
+		h.i64(l.Amount)
+		h.str(l.Currency)
+	}
+}
+
+func (h *hasher) sum() string {
+	s := sha256.Sum256(h.b)
+	return hex.EncodeToString(s[:])
+}
+
+func postingHash(memo string, legs []Leg) string {
+	var h hasher
+	h.str("posting/v1")
+	h.str(memo)
+	h.legs(legs)
+	return h.sum()
+}
+
+func beginHash(r BeginRequest) string {
+	var h hasher
+	h.str("begin/v1")
+	h.str(r.Kind)
+	h.str(r.CardID)
+	h.str(r.TerminalID)
+	h.i64(r.Amount)
+	h.str(r.Currency)
+	h.str(r.Memo)
+	h.legs(r.Legs)
+	return h.sum()
+}
+
+func completeHash(r CompleteRequest) string {
+	var h hasher
+	h.str("complete/v1")
+	h.str(r.Memo)
+	h.legs(r.Legs)
+	return h.sum()
+}
+
+func reverseHash(r ReverseRequest) string {
+	var h hasher
+	h.str("reverse/v1")
+	h.str(r.Reason)
+	return h.sum()
+}
+
+// gaps returns the ranges of 1..last missing from the sorted ATC list.
+func gaps(sorted []uint32, last uint32) []ATCRange {
+	var out []ATCRange
+	next := uint32(1)
+	for _, a := range sorted {
+		if a == 0 || a < next {
+			continue
+		}
+		if a > next {
+			out = append(out, ATCRange{From: next, To: a - 1})
+		}
+		if a == math.MaxUint32 {
+			return out
+		}
+		next = a + 1
+	}
+	if last >= next && next != 0 {
+		out = append(out, ATCRange{From: next, To: last})
+	}
+	return out
+}
