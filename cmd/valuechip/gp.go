@@ -638,13 +638,9 @@ func newGPDelete(o *gpOptions) *cobra.Command {
   valuechip gp delete --test-key --related F0000000015055525345   # the package and its instances`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var aids [][]byte
-			for _, a := range args {
-				aid, err := parseAID("AID", a)
-				if err != nil {
-					return err
-				}
-				aids = append(aids, aid)
+			aids, err := parseAIDs(args)
+			if err != nil {
+				return err
 			}
 			return o.run(cmd, func(ctx context.Context, s *hostgp.Session) error {
 				for _, aid := range aids {
@@ -855,13 +851,9 @@ func newGPLock(o *gpOptions, lock bool) *cobra.Command {
 		Short: short,
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var aids [][]byte
-			for _, a := range args {
-				aid, err := parseAID("AID", a)
-				if err != nil {
-					return err
-				}
-				aids = append(aids, aid)
+			aids, err := parseAIDs(args)
+			if err != nil {
+				return err
 			}
 			return o.run(cmd, func(ctx context.Context, s *hostgp.Session) error {
 				for _, aid := range aids {
@@ -1124,4 +1116,17 @@ func newLoadFileShow() *cobra.Command {
 	cmd.Flags().StringVar(&verifyKey, "verify-key", "", "PEM P-256 public key or certificate to verify DAPs with")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// parseAIDs parses command-line arguments that are all AIDs.
+func parseAIDs(args []string) ([][]byte, error) {
+	aids := make([][]byte, 0, len(args))
+	for _, a := range args {
+		aid, err := parseAID("AID", a)
+		if err != nil {
+			return nil, err
+		}
+		aids = append(aids, aid)
+	}
+	return aids, nil
 }
