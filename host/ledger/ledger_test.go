@@ -38,6 +38,9 @@ func backends(t *testing.T) []backend {
 	bs := []backend{sqliteBackend()}
 	dsn := os.Getenv(pgEnv)
 	if dsn == "" {
+		if os.Getenv("VALUECHIP_REQUIRE_PG") == "1" {
+			t.Fatalf("PostgreSQL required (VALUECHIP_REQUIRE_PG=1) but %s is not set", pgEnv)
+		}
 		t.Logf("PostgreSQL store skipped: set %s=postgres://… to run this test against PostgreSQL", pgEnv)
 		return bs
 	}
