@@ -38,7 +38,9 @@ func attachVPCD(tb testing.TB, card applet.Card) reader.Conn {
 		<-done
 		wctx, wcancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer wcancel()
-		waitAbsent(tb, wctx, pc)
+		if err := pc.WaitForRemoval(wctx, slot0); err != nil {
+			tb.Errorf("the card never left %s: %v", slot0, err)
+		}
 		pc.Close()
 	})
 	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
@@ -50,27 +52,4 @@ func attachVPCD(tb testing.TB, card applet.Card) reader.Conn {
 		tb.Fatal(err)
 	}
 	return conn
-}
-
-// waitAbsent blocks until pcscd reports slot 0 empty.
-func waitAbsent(tb testing.TB, ctx context.Context, pc *pcsc.Context) {
-	infos, err := pc.Readers(ctx)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, i := range infos {
-		if i.Name == slot0 && !i.Present {
-			return
-		}
-	}
-	events, err := pc.Watch(ctx)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for e := range events {
-		if e.Reader == slot0 && e.Kind == reader.CardRemoved {
-			return
-		}
-	}
-	tb.Fatalf("the card never left %s", slot0)
 }

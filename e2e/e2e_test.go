@@ -20,7 +20,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/valuechip/valuechip/reader"
 	"github.com/valuechip/valuechip/reader/pcsc"
 )
 
@@ -131,21 +130,7 @@ func waitPresence(t *testing.T, name string, present bool) {
 		require.NoError(t, err, "card never appeared in %s", name)
 		return
 	}
-	events, err := pc.Watch(ctx)
-	require.NoError(t, err)
-	infos, err := pc.Readers(ctx)
-	require.NoError(t, err)
-	for _, i := range infos {
-		if i.Name == name && !i.Present {
-			return
-		}
-	}
-	for ev := range events {
-		if ev.Reader == name && ev.Kind == reader.CardRemoved {
-			return
-		}
-	}
-	t.Fatalf("card never left %s", name)
+	require.NoError(t, pc.WaitForRemoval(ctx, name), "card never left %s", name)
 }
 
 // run runs a command under a timeout (a stuck PC/SC slot blocks every

@@ -268,7 +268,7 @@ func onSlot(ctx context.Context, pc *pcsc.Context, slot int, card applet.Card, f
 		<-done
 		// Wait until pcscd has noticed the removal, so the next card's
 		// insertion is not mistaken for this one.
-		_ = waitAbsent(ctx, pc, name)
+		_ = pc.WaitForRemoval(ctx, name)
 	}()
 	if _, err := pc.WaitForCard(ctx, name); err != nil {
 		return 0, err
@@ -279,27 +279,6 @@ func onSlot(ctx context.Context, pc *pcsc.Context, slot int, card applet.Card, f
 	}
 	defer conn.Close()
 	return f(conn)
-}
-
-func waitAbsent(ctx context.Context, pc *pcsc.Context, name string) error {
-	events, err := pc.Watch(ctx)
-	if err != nil {
-		return err
-	}
-	infos, err := pc.Readers(ctx)
-	if err == nil {
-		for _, i := range infos {
-			if i.Name == name && !i.Present {
-				return nil
-			}
-		}
-	}
-	for e := range events {
-		if e.Reader == name && e.Kind == reader.CardRemoved {
-			return nil
-		}
-	}
-	return ctx.Err()
 }
 
 // vicc measures vsmartcard's Python card on the same slot with SELECT MF,
@@ -348,7 +327,7 @@ func vicc(ctx context.Context, cfg Config) (Result, error) {
 		}()
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		_ = waitAbsent(rctx, pc, name)
+		_ = pc.WaitForRemoval(rctx, name)
 		cancel()
 		if err != nil {
 			return res, err

@@ -37,6 +37,9 @@ func (c *Context) WaitForCard(ctx context.Context, name string) (reader.Info, er
 	return reader.Info{}, reader.ErrNoPCSC
 }
 
+// WaitForRemoval fails with reader.ErrNoPCSC.
+func (c *Context) WaitForRemoval(ctx context.Context, name string) error { return reader.ErrNoPCSC }
+
 // Watch fails with reader.ErrNoPCSC.
 func (c *Context) Watch(ctx context.Context) (<-chan reader.Event, error) {
 	return nil, reader.ErrNoPCSC

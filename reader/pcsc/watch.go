@@ -112,6 +112,15 @@ func (c *Context) WaitForCard(ctx context.Context, name string) (reader.Info, er
 	return c.waitPresence(ctx, name, true)
 }
 
+// WaitForRemoval blocks until the reader called name holds no card; it
+// returns at once when it is already empty. It fails like WaitForCard. Use
+// it after taking a card out, so the next insertion is not mistaken for
+// the card that is leaving.
+func (c *Context) WaitForRemoval(ctx context.Context, name string) error {
+	_, err := c.waitPresence(ctx, name, false)
+	return err
+}
+
 // waitPresence waits until the reader called name (any reader for "")
 // holds a card (want) or is empty (!want).
 func (c *Context) waitPresence(ctx context.Context, name string, want bool) (reader.Info, error) {
