@@ -82,18 +82,18 @@ func (s *session) unchanged(st state) bool {
 	return st.life == wire.StateActive && st.atc == s.atc-1 && st.balance == s.balance && st.offline == s.offline
 }
 
-// creditLoad implements CREDIT LOAD (§3.6): check S2, then apply the load
-// with the anti-tearing protocol of §9.2.
-func (p *purse) creditLoad(env applet.Env, cmd apdu.Command) ([]byte, apdu.SW) {
-	s := takeSession(env)
-	if !p1p2Zero(cmd) {
+// completing makes the checks CREDIT LOAD and DEBIT share, in the order
+// that decides their status words (§3.6, §3.8, §7.2): P1-P2, the data's
+// length (parseErr), a session opened by the matching INITIALIZE (s, taken
+// already: any completion attempt ends it), a personalised active purse
+// unchanged since, and a valid date.
+func (p *purse) completing(env applet.Env, cmd apdu.Command, s *session, kind byte, parseErr error, dt wire.DateTime) (*config, apdu.SW) {
+	switch {
+	case !p1p2Zero(cmd):
 		return nil, apdu.ErrIncorrectP1P2
-	}
-	in, err := wire.ParseCreditLoad(cmd.Data)
-	if err != nil {
+	case parseErr != nil:
 		return nil, apdu.ErrWrongLength
-	}
-	if s == nil || s.kind != wire.TypeLoad {
+	case s == nil || s.kind != kind:
 		return nil, apdu.ErrConditionsNotMet
 	}
 	cfg, st, sw := p.personalised(env)
@@ -102,8 +102,20 @@ func (p *purse) creditLoad(env applet.Env, cmd apdu.Command) ([]byte, apdu.SW) {
 		return nil, sw
 	case !s.unchanged(st):
 		return nil, apdu.ErrConditionsNotMet
-	case !in.DateTime.Valid():
+	case !dt.Valid():
 		return nil, apdu.ErrWrongData
+	}
+	return cfg, apdu.SWNoError
+}
+
+// creditLoad implements CREDIT LOAD (§3.6): check S2, then apply the load
+// with the anti-tearing protocol of §9.2.
+func (p *purse) creditLoad(env applet.Env, cmd apdu.Command) ([]byte, apdu.SW) {
+	s := takeSession(env)
+	in, err := wire.ParseCreditLoad(cmd.Data)
+	cfg, sw := p.completing(env, cmd, s, wire.TypeLoad, err, in.DateTime)
+	if sw != apdu.SWNoError {
+		return nil, sw
 	}
 	d := s.loadData(cfg, in.DateTime, in.AuthRef)
 	if !wire.Check(s.sk, wire.S2Input(d, s.s1), in.S2) {
@@ -167,24 +179,10 @@ func (p *purse) initializeDebit(env applet.Env, cmd apdu.Command) ([]byte, apdu.
 // M1, apply the debit (§9.2), answer M2 and TC.
 func (p *purse) debit(env applet.Env, cmd apdu.Command) ([]byte, apdu.SW) {
 	s := takeSession(env)
-	if !p1p2Zero(cmd) {
-		return nil, apdu.ErrIncorrectP1P2
-	}
 	in, err := wire.ParseDebit(cmd.Data)
-	if err != nil {
-		return nil, apdu.ErrWrongLength
-	}
-	if s == nil || s.kind != wire.TypeDebit {
-		return nil, apdu.ErrConditionsNotMet
-	}
-	cfg, st, sw := p.personalised(env)
-	switch {
-	case sw != apdu.SWNoError:
+	cfg, sw := p.completing(env, cmd, s, wire.TypeDebit, err, in.DateTime)
+	if sw != apdu.SWNoError {
 		return nil, sw
-	case !s.unchanged(st):
-		return nil, apdu.ErrConditionsNotMet
-	case !in.DateTime.Valid():
-		return nil, apdu.ErrWrongData
 	}
 	sk := wire.KDF(cfg.debit, wire.DeriveDebitSession, wire.SessionContext(cfg.cardID, s.atc, s.cardNonce, in.TSMNonce), cfg.debitBits)
 	skm, err := cmac.NewMAC(sk)
