@@ -47,6 +47,14 @@ type Profile struct {
 	// CPLC, CIN and KDD are derived from Serial when left empty. Default:
 	// cardmanager.DefaultParams (the test key set).
 	ISD *cardmanager.Params
+	// ISDMaster, when set, replaces the ISD's key sets by one set
+	// diversified from this SCP03 master by the chip's KDD, valuechip's
+	// rule (docs/gp.md "Diversification", host/gp.Diversify): what an
+	// issuer's factory does, so that its server derives each chip's keys
+	// from the KDD the chip announces (docs/provision.md).
+	ISDMaster *scp03.StaticKeys
+	// ISDKeyVersion is the version of that key set; 0 means 01.
+	ISDKeyVersion byte
 	// TestApplet installs the test applet (testcard) next to the ISD.
 	TestApplet bool
 	// TestKeys reports that the ISD holds the public test key set.
@@ -114,11 +122,6 @@ func (p *Profile) fill() error {
 		d.CPLC, d.CIN, d.KDD = nil, nil, nil
 		p.ISD = &d
 	}
-	for _, ks := range p.ISD.KeySets {
-		for _, k := range [][]byte{ks.Keys.ENC, ks.Keys.MAC, ks.Keys.DEK} {
-			p.TestKeys = p.TestKeys || bytes.Equal(k, cardmanager.TestKey)
-		}
-	}
 	if p.ISD.CPLC == nil {
 		cplc := cardmanager.DefaultParams().CPLC
 		copy(cplc[12:16], p.Serial[4:]) // IC serial number (GPCS Table H-5)
@@ -132,7 +135,47 @@ func (p *Profile) fill() error {
 		// diversifies keys with, docs/gp.md).
 		p.ISD.KDD = append([]byte{0x00, 0x00}, p.Serial...)
 	}
+	if p.ISDMaster != nil {
+		keys, err := diversify(*p.ISDMaster, p.ISD.KDD)
+		if err != nil {
+			return fmt.Errorf("profile: ISD master: %w", err)
+		}
+		kvn := p.ISDKeyVersion
+		if kvn == 0 {
+			kvn = 1
+		}
+		p.ISD.KeySets = []scp03.KeySet{{Version: kvn, Keys: keys}}
+	}
+	for _, ks := range p.ISD.KeySets {
+		for _, k := range [][]byte{ks.Keys.ENC, ks.Keys.MAC, ks.Keys.DEK} {
+			p.TestKeys = p.TestKeys || bytes.Equal(k, cardmanager.TestKey)
+		}
+	}
 	return nil
+}
+
+// diversify derives a chip's ISD keys from master keys and its KDD:
+// KDF(master, c, L, KDD) with c = '11', '12', '13' for Key-ENC, Key-MAC,
+// Key-DEK — the rule of docs/gp.md, which host/gp.Diversify implements on
+// the host side (applet/ and host/ share only apdu/; host/provision's
+// tests check the two agree).
+func diversify(master scp03.StaticKeys, kdd []byte) (scp03.StaticKeys, error) {
+	if err := master.Check(); err != nil {
+		return scp03.StaticKeys{}, err
+	}
+	var out scp03.StaticKeys
+	for _, d := range []struct {
+		dst *scp03.Key
+		m   scp03.Key
+		c   byte
+	}{{&out.ENC, master.ENC, 0x11}, {&out.MAC, master.MAC, 0x12}, {&out.DEK, master.DEK, 0x13}} {
+		k, err := scp03.DeriveData(d.m, d.c, kdd, 8*len(d.m))
+		if err != nil {
+			return scp03.StaticKeys{}, err
+		}
+		*d.dst = k
+	}
+	return out, nil
 }
 
 // Open loads the chip image at path, or creates it from p when the file
@@ -161,10 +204,15 @@ func Open(path string, p *Profile, opts ...chip.Option) (c *chip.Chip, created b
 //	{"atr": "3B8580...", "serial": "0011223344556677",
 //	 "keys": [{"kvn": 1, "enc": "hex", "mac": "hex", "dek": "hex"}],
 //	 "test_applet": true, "empty": false}
+//
+// or, instead of "keys", "isd_master": "hex" (one AES key used as the
+// ENC, MAC and DEK master) with "isd_kvn": n — see Profile.ISDMaster.
 type File struct {
 	ATR        string    `json:"atr,omitempty"`
 	Serial     string    `json:"serial,omitempty"`
 	Keys       []FileKey `json:"keys,omitempty"`
+	ISDMaster  string    `json:"isd_master,omitempty"`
+	ISDKVN     int       `json:"isd_kvn,omitempty"`
 	TestApplet bool      `json:"test_applet,omitempty"`
 }
 
@@ -221,6 +269,17 @@ func (f File) Profile() (*Profile, error) {
 			}})
 		}
 		p.ISD = &d
+	}
+	if f.ISDMaster != "" {
+		if len(f.Keys) > 0 {
+			return p, errors.New("profile: give keys or isd_master, not both")
+		}
+		if f.ISDKVN < 0 || f.ISDKVN > 0x7F {
+			return p, fmt.Errorf("profile: isd_kvn %d outside 1..127", f.ISDKVN)
+		}
+		m := scp03.Key(unhex("isd_master", f.ISDMaster))
+		p.ISDMaster = &scp03.StaticKeys{ENC: m, MAC: m, DEK: m}
+		p.ISDKeyVersion = byte(f.ISDKVN)
 	}
 	return p, err
 }

@@ -10,7 +10,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/valuechip/valuechip/apdu/scp03"
 	"github.com/valuechip/valuechip/applet"
+	"github.com/valuechip/valuechip/applet/cardmanager"
 	"github.com/valuechip/valuechip/applet/chip"
 	"github.com/valuechip/valuechip/applet/testcard"
 )
@@ -149,4 +151,33 @@ func FuzzChip(f *testing.F) {
 			require.GreaterOrEqual(t, len(rsp), 2, "command %X", cmd)
 		}
 	})
+}
+
+// TestISDMaster: the ISD keys diversified from a master by the KDD are the
+// known answer of docs/gp.md "Diversification".
+func TestISDMaster(t *testing.T) {
+	master := scp03.Key(cardmanager.TestKey)
+	d := cardmanager.DefaultParams()
+	d.KDD = []byte{0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09}
+	p := Empty()
+	p.ISD, p.ISDMaster, p.ISDKeyVersion = &d, &scp03.StaticKeys{ENC: master, MAC: master, DEK: master}, 0x30
+	_, err := Build(p)
+	require.NoError(t, err)
+	require.False(t, p.TestKeys)
+	require.Len(t, p.ISD.KeySets, 1)
+	ks := p.ISD.KeySets[0]
+	require.Equal(t, byte(0x30), ks.Version)
+	require.Equal(t, "3B6B00DF2A55F632608F4FE35A0DF681", strings.ToUpper(hex.EncodeToString(ks.Keys.ENC)))
+	require.Equal(t, "8AD39E98529BBB9F38FB21D456FA5B73", strings.ToUpper(hex.EncodeToString(ks.Keys.MAC)))
+	require.Equal(t, "0865ADBEDF902F5ECE662FA5D5279A5D", strings.ToUpper(hex.EncodeToString(ks.Keys.DEK)))
+
+	f := File{ISDMaster: strings.Repeat("40", 16), ISDKVN: 0x30}
+	fp, err := f.Profile()
+	require.NoError(t, err)
+	require.Equal(t, byte(0x30), fp.ISDKeyVersion)
+	require.Equal(t, scp03.Key(bytes.Repeat([]byte{0x40}, 16)), fp.ISDMaster.DEK)
+	_, err = File{ISDMaster: "4040", Keys: []FileKey{{KVN: 1}}}.Profile()
+	require.ErrorContains(t, err, "not both")
+	_, err = Build(&Profile{ISDMaster: &scp03.StaticKeys{ENC: scp03.Key{1}}})
+	require.ErrorContains(t, err, "ISD master")
 }

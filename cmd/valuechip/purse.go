@@ -18,6 +18,7 @@ import (
 	wire "github.com/valuechip/valuechip/apdu/purse"
 	"github.com/valuechip/valuechip/applet/purse"
 	hostgp "github.com/valuechip/valuechip/host/gp"
+	"github.com/valuechip/valuechip/host/link"
 	"github.com/valuechip/valuechip/host/terminal"
 	"github.com/valuechip/valuechip/internal/atomicfile"
 	"github.com/valuechip/valuechip/reader"
@@ -33,6 +34,11 @@ type purseOptions struct {
 	devKeys    bool
 	keyFile    string
 	terminalID string
+	// terminalFile is the terminal file of `valuechip terminal register`
+	// (--terminal): load, pay, recover and settle then talk to the money
+	// server over ISO 8583 (host/link) instead of the in-process
+	// authority.
+	terminalFile string
 }
 
 func newPurse() *cobra.Command {
@@ -42,12 +48,18 @@ func newPurse() *cobra.Command {
 		Short: "Issue a stored-value purse and run terminal transactions on it (docs/purse.md)",
 		Long: `Issue the valuechip purse on a card through its issuer security domain, and
 act as a payment terminal: balance, transaction log, offline payments (debits
-authorised by the terminal's security module) and online loads (authorised
-by an in-process stand-in for the money server).
+authorised by the terminal's security module) and online loads.
+
+With --terminal FILE (written by ` + "`valuechip terminal register`" + `) the terminal is
+a real one of the money server: loads are authorised online over ISO 8583,
+payments are offline and their advices wait in the terminal's durable queue
+until ` + "`valuechip purse settle`" + ` sends them and reconciles the batch
+(docs/terminal.md). Without it, --dev-keys or --issuer-key-file select an
+in-process stand-in for the money server, for offline experiments only.
 
 Amounts are integers in minor units of the purse currency (cents for EUR).
 
-Issuer master keys (the terminal's SAM and the load authority use them):
+Issuer master keys (the in-process SAM and load authority, without --terminal):
   --issuer-key-file FILE   JSON {"load","debit","tc": HEX, "kvn": "01"}
   --dev-keys               the public development keys of docs/purse.md §10
   $VALUECHIP_ISSUER_KEY_FILE
@@ -57,19 +69,22 @@ journal (--journal) by an interrupted exchange (docs/purse.md §9.4).`,
 		Example: `  valuechip purse issue --reader emu:card.json --test-key --dev-keys --card-id 1122334455667788 --pin 1234
   valuechip purse load 5000 --reader emu:card.json --dev-keys
   valuechip purse pay 350 --reader emu:card.json --dev-keys
-  valuechip purse log --reader emu:card.json --dev-keys --json`,
+  valuechip purse log --reader emu:card.json --dev-keys --json
+  valuechip purse load 5000 --reader emu:card.json --terminal term.json
+  valuechip purse pay 350 --reader emu:card.json --terminal term.json
+  valuechip purse settle --terminal term.json`,
 		Args: cobra.NoArgs,
 	}
 	f := cmd.PersistentFlags()
 	f.StringVarP(&o.reader, "reader", "r", "", "reader: PC/SC index or name fragment, emu:PATH, tcp:HOST:PORT, replay:FILE (default $VALUECHIP_READER, else the reader holding a card)")
 	f.BoolVar(&o.trace, "trace", false, "trace every exchange on the wire on stderr (secrets masked)")
 	f.BoolVar(&o.asJSON, "json", false, "print JSON")
-	f.StringVar(&o.journal, "journal", "", "terminal recovery journal file (default <user cache dir>/valuechip/purse-journal.json)")
+	f.StringVar(&o.journal, "journal", "", "terminal recovery journal file (default: in the terminal's state directory with --terminal, else <user cache dir>/valuechip/purse-journal.json)")
 	f.BoolVar(&o.devKeys, "dev-keys", false, "use the public development issuer master keys (never for real value)")
 	f.StringVar(&o.keyFile, "issuer-key-file", "", "issuer master key file (JSON)")
 	f.StringVar(&o.terminalID, "terminal-id", "VCTERM01", "terminal ID: 8 ASCII characters or 16 hex digits")
 	cmd.AddCommand(newPurseIssue(o), newPurseInfo(o, "info"), newPurseInfo(o, "balance"), newPurseLog(o),
-		newPurseValue(o, "pay"), newPurseValue(o, "load"), newPurseVerifyPIN(o), newPurseRecover(o))
+		newPurseValue(o, "pay"), newPurseValue(o, "load"), newPurseVerifyPIN(o), newPurseRecover(o), newPurseSettle(o))
 	return cmd
 }
 
@@ -100,6 +115,10 @@ func (o *purseOptions) masters(stderr io.Writer, required bool) (*wire.Keys, err
 func (o *purseOptions) journalPath() (string, error) {
 	if o.journal != "" {
 		return o.journal, nil
+	}
+	if o.terminalFile != "" {
+		// Each terminal keeps its journal with its queue.
+		return filepath.Join(link.StateDir(o.terminalFile), "purse-journal.json"), nil
 	}
 	dir, err := os.UserCacheDir()
 	if err != nil {
@@ -144,28 +163,69 @@ type purseSession struct {
 	term  *terminal.Terminal
 	sam   *terminal.SoftwareSAM
 	auth  *terminal.LocalAuthority
-	seq   string // file keeping the SAM's TSM sequence
+	link  *link.Link // with --terminal
+	seq   string     // file keeping the SAM's TSM sequence
 	close func()
 }
 
-// open connects to the reader and builds the terminal: a software SAM and
-// an in-process authority when keys are given.
-func (o *purseOptions) open(cmd *cobra.Command, needKeys bool) (*purseSession, error) {
-	keys, err := o.masters(cmd.ErrOrStderr(), needKeys)
+// openLink reads the terminal file of --terminal and opens its link to
+// the money server; it connects on the first online request.
+func (o *purseOptions) openLink(cmd *cobra.Command) (*link.Link, error) {
+	if o.devKeys || o.keyFile != "" {
+		return nil, usagef("--terminal talks to the money server; --dev-keys and --issuer-key-file select the in-process authority instead: give one or the other")
+	}
+	cfg, err := link.LoadConfig(o.terminalFile)
 	if err != nil {
+		return nil, err
+	}
+	if cmd.Flags().Changed("terminal-id") && o.terminalID != cfg.TerminalID {
+		return nil, usagef("--terminal-id %q differs from the terminal file's %q", o.terminalID, cfg.TerminalID)
+	}
+	return link.Open(cfg, link.Options{StateDir: link.StateDir(o.terminalFile)})
+}
+
+// open connects to the reader and builds the terminal: with --terminal a
+// software SAM holding the terminal file's debit key and the money server
+// as authority; otherwise a software SAM and an in-process authority when
+// issuer keys are given.
+func (o *purseOptions) open(cmd *cobra.Command, needKeys bool) (*purseSession, error) {
+	s := &purseSession{close: func() {}}
+	var keys *wire.Keys
+	var err error
+	if o.terminalFile != "" {
+		if s.link, err = o.openLink(cmd); err != nil {
+			return nil, err
+		}
+		o.terminalID = s.link.Config().TerminalID
+	} else if keys, err = o.masters(cmd.ErrOrStderr(), needKeys); err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*purseSession, error) {
+		if s.link != nil {
+			_ = s.link.Close()
+		}
 		return nil, err
 	}
 	tid, err := parseTerminalID(o.terminalID)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	jp, err := o.journalPath()
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
-	s := &purseSession{seq: jp + ".tsmseq"}
+	s.seq = jp + ".tsmseq"
 	cfg := terminal.Config{Journal: terminal.FileJournal{Path: jp}, TerminalID: tid}
-	if keys != nil {
+	if s.link != nil {
+		c := s.link.Config()
+		if s.sam, err = terminal.NewSoftwareSAM(c.SAM.Key, c.SAM.Version); err != nil {
+			return fail(err)
+		}
+		if b, err := os.ReadFile(s.seq); err == nil && len(b) == 4 {
+			s.sam.SetSequence(binary.BigEndian.Uint32(b))
+		}
+		cfg.SAM, cfg.Authority = s.sam, s.link
+	} else if keys != nil {
 		if s.sam, err = terminal.NewSoftwareSAM(keys.Debit.Key, keys.Debit.Version); err != nil {
 			return nil, err
 		}
@@ -181,15 +241,34 @@ func (o *purseOptions) open(cmd *cobra.Command, needKeys bool) (*purseSession, e
 	ctx := cmd.Context()
 	conn, err := connect.Open(ctx, o.reader, connect.Options{})
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	opts := connect.StackOptions{}
 	if o.trace {
 		opts.Trace = cmd.ErrOrStderr()
 	}
 	s.tr = connect.Stack(conn, opts)
-	s.close = func() { _ = conn.Close() }
+	s.close = func() {
+		_ = conn.Close()
+		if s.link != nil {
+			_ = s.link.Close()
+		}
+	}
 	return s, nil
+}
+
+// serverState says where the money server stands on a record made through
+// the link: its advice is still queued, or the server acknowledged it.
+func (s *purseSession) serverState(id wire.CardID, r wire.LogRecord) string {
+	if s.link == nil {
+		return ""
+	}
+	for _, e := range s.link.Queued() {
+		if e.CardID == hexs(id[:]) && e.ATC == r.ATC {
+			return fmt.Sprintf("advice queued for the money server, %d waiting", len(s.link.Queued()))
+		}
+	}
+	return "accepted by the money server"
 }
 
 // saveSequence keeps the SAM's TSM sequence so debits are numbered without
@@ -394,6 +473,7 @@ type recordJSON struct {
 	TC           string `json:"tc"`
 	TCVerified   *bool  `json:"tc_verified,omitempty"`
 	Recovered    bool   `json:"recovered,omitempty"`
+	Server       string `json:"server,omitempty"` // with --terminal: queued or accepted
 }
 
 func recordOf(r wire.LogRecord, auth *terminal.LocalAuthority, id wire.CardID) recordJSON {
@@ -413,6 +493,8 @@ func recordOf(r wire.LogRecord, auth *terminal.LocalAuthority, id wire.CardID) r
 
 func verified(j recordJSON) string {
 	switch {
+	case j.TCVerified == nil && j.Server != "":
+		return j.Server
 	case j.TCVerified == nil:
 		return "not checked"
 	case *j.TCVerified:
@@ -522,6 +604,7 @@ CREDIT LOAD, the TC to the authority (docs/purse.md §3.5, §3.6).`
 				return err
 			}
 			j := recordOf(rc.Record, s.auth, rc.CardID)
+			j.Server = s.serverState(rc.CardID, rc.Record)
 			out := cmd.OutOrStdout()
 			if o.asJSON {
 				v := map[string]any{"card_id": hexs(rc.CardID[:]), "record": j}
@@ -537,7 +620,12 @@ CREDIT LOAD, the TC to the authority (docs/purse.md §3.5, §3.6).`
 	if name == "pay" {
 		cmd.Flags().StringVar(&pin, "pin", "", "cardholder PIN, for amounts above the PIN-free limit (or $VALUECHIP_PIN)")
 	}
+	terminalFlag(cmd, o)
 	return cmd
+}
+
+func terminalFlag(cmd *cobra.Command, o *purseOptions) {
+	cmd.Flags().StringVar(&o.terminalFile, "terminal", "", "terminal `FILE` written by 'valuechip terminal register': use the money server (ISO 8583) instead of the in-process authority")
 }
 
 func newPurseVerifyPIN(o *purseOptions) *cobra.Command {
@@ -575,7 +663,7 @@ func newPurseVerifyPIN(o *purseOptions) *cobra.Command {
 }
 
 func newPurseRecover(o *purseOptions) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "recover",
 		Short: "Resolve the transaction pending in the terminal's journal (docs/purse.md §9.4)",
 		Args:  cobra.NoArgs,
@@ -592,7 +680,9 @@ func newPurseRecover(o *purseOptions) *cobra.Command {
 			if o.asJSON {
 				v := map[string]any{"outcome": res.Outcome}
 				if res.Receipt != nil {
-					v["record"] = recordOf(res.Receipt.Record, s.auth, res.Receipt.CardID)
+					j := recordOf(res.Receipt.Record, s.auth, res.Receipt.CardID)
+					j.Server = s.serverState(res.Receipt.CardID, res.Receipt.Record)
+					v["record"] = j
 				}
 				return writeJSON(cmd.OutOrStdout(), v)
 			}
@@ -602,6 +692,8 @@ func newPurseRecover(o *purseOptions) *cobra.Command {
 			return nil
 		},
 	}
+	terminalFlag(cmd, o)
+	return cmd
 }
 
 // printableID shows a terminal ID as ASCII when it is printable, else hex.
@@ -612,4 +704,94 @@ func printableID(id wire.TerminalID) string {
 		}
 	}
 	return string(id[:])
+}
+
+type settleJSON struct {
+	Batch     uint64        `json:"batch"`
+	InBalance bool          `json:"in_balance"`
+	Sent      int           `json:"advices_sent"`
+	Acked     int           `json:"advices_acknowledged"`
+	Rejected  []link.Entry  `json:"advices_rejected,omitempty"`
+	Queued    int           `json:"advices_queued"`
+	Terminal  []link.Totals `json:"terminal_totals,omitempty"`
+	Server    []link.Totals `json:"server_totals,omitempty"` // only when the server sent different totals
+	Error     string        `json:"error,omitempty"`
+}
+
+func newPurseSettle(o *purseOptions) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "settle",
+		Short: "Send the queued advices to the money server and reconcile the batch (0500)",
+		Long: `Send every advice waiting in the terminal's store-and-forward queue (offline
+debits, unanswered load completions and reversals; ISO 8583 0220/0420), then
+send the batch totals (0500, docs/iso8583.md §2.6). The server closes its
+batch either way, and so does the terminal: when the totals disagree (out of
+balance) the terminal's are printed and kept in its state for an operator,
+and the command fails (docs/terminal.md §5). No card is needed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.terminalFile == "" {
+				return usagef("--terminal FILE is required: the terminal file of 'valuechip terminal register'")
+			}
+			lk, err := o.openLink(cmd)
+			if err != nil {
+				return err
+			}
+			defer lk.Close()
+			res, rerr := lk.Reconcile(cmd.Context())
+			j := settleJSON{Batch: res.Batch, InBalance: res.InBalance, Sent: len(res.Flush.Results),
+				Acked: res.Flush.Acknowledged, Rejected: lk.Rejected(), Queued: len(lk.Queued()),
+				Terminal: res.Terminal}
+			// The 0510 echoes the terminal's totals; the server's own are
+			// shown only when they differ and the server sent them.
+			var oob *link.OutOfBalanceError
+			if errors.As(rerr, &oob) && oob.Server != nil {
+				j.Server = []link.Totals{*oob.Server}
+			}
+			if rerr != nil {
+				j.Error = rerr.Error()
+			}
+			out := cmd.OutOrStdout()
+			if o.asJSON {
+				if err := writeJSON(out, j); err != nil {
+					return err
+				}
+				return rerr
+			}
+			fmt.Fprintf(out, "advices: %d sent, %d acknowledged, %d rejected, %d still queued\n",
+				j.Sent, j.Acked, len(j.Rejected), j.Queued)
+			for _, e := range j.Rejected {
+				fmt.Fprintf(out, "  rejected: %s of %d on card %s ATC %d: response code %s (%s)\n",
+					e.Kind, e.Amount, e.CardID, e.ATC, e.Code, link.CodeText(e.Code))
+			}
+			if len(j.Terminal) > 0 {
+				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				fmt.Fprintf(tw, "batch %d\tCURRENCY\tLOADS\tREVERSALS\tDEBITS\tNET\n", j.Batch)
+				row := func(who string, t link.Totals) {
+					fmt.Fprintf(tw, "%s\t%s\t%d / %d\t%d / %d\t%d / %d\t%s\n", who, t.Currency, t.Loads, t.LoadAmount,
+						t.LoadReversals, t.LoadReversalAmount, t.Debits, t.DebitAmount, link.NetSettlement(t))
+				}
+				for _, t := range j.Terminal {
+					row("terminal", t)
+				}
+				for _, t := range j.Server {
+					row("server", t)
+				}
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+			}
+			switch {
+			case oob != nil:
+				fmt.Fprintf(out, "batch %d OUT OF BALANCE with the server: its totals are kept for an operator; batch %d opened\n", j.Batch, j.Batch+1)
+				return rerr
+			case rerr != nil:
+				return rerr
+			}
+			fmt.Fprintf(out, "batch %d in balance with the server; batch %d opened\n", j.Batch, j.Batch+1)
+			return nil
+		},
+	}
+	terminalFlag(cmd, o)
+	return cmd
 }

@@ -3,14 +3,20 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	wire "github.com/valuechip/valuechip/apdu/purse"
+	"github.com/valuechip/valuechip/host/link"
+	"github.com/valuechip/valuechip/host/link/linktest"
 	"github.com/valuechip/valuechip/host/terminal"
 )
+
+var testCardID = wire.CardID{0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88}
 
 func issuedPurse(t *testing.T) (dir string, common []string) {
 	t.Helper()
@@ -105,3 +111,75 @@ func TestPurseCLIResumes(t *testing.T) {
 	require.NoError(t, err)
 	require.Nil(t, p)
 }
+
+// With --terminal, loads are authorised by the money server over ISO 8583,
+// payments queue their advices and settle sends them and reconciles.
+func TestPurseCLIServer(t *testing.T) {
+	ctx := context.Background()
+	dir, common := issuedPurse(t)
+	srv := linktest.New(t)
+	term := filepath.Join(dir, "term.json")
+	require.NoError(t, link.SaveConfig(term, link.Config{TerminalID: "VCTERM01", MerchantID: "MERCHANT0000001",
+		Server: srv.Addr(), TMK: linktest.TMK, SAM: terminal.DevMasters().Debit}))
+	args := func(a ...string) []string {
+		return append(append([]string{"purse"}, a...), "--reader", common[1], "--terminal", term)
+	}
+	for _, step := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"load", "5000"}, []string{"load of 5000 done: balance 5000, ATC 1", "(accepted by the money server)"}},
+		{[]string{"pay", "350"}, []string{"debit of 350 done: balance 4650, ATC 2", "(advice queued for the money server, 1 waiting)"}},
+		{[]string{"pay", "150"}, []string{"debit of 150 done: balance 4500, ATC 3", "2 waiting"}},
+		{[]string{"recover"}, []string{"nothing pending"}},
+		{[]string{"settle"}, []string{"advices: 2 sent, 2 acknowledged, 0 rejected, 0 still queued",
+			"terminal 978 1 / 5000 0 / 0 2 / 500 C0000000000004500", "C0000000000004500", "batch 1 in balance with the server; batch 2 opened"}},
+	} {
+		out, errOut, err := cli(t, ctx, nil, args(step.args...)...)
+		require.NoError(t, err, "%v: %s", step.args, errOut)
+		for _, w := range step.want {
+			require.Contains(t, squash(out), w, step.args)
+		}
+		require.NotContains(t, errOut, "development issuer master keys", "no dev keys with --terminal")
+	}
+	require.Equal(t, int64(4500), srv.Authority().Net(testCardID))
+
+	// Out of balance: the batch is kept and both totals are shown.
+	_, errOut, err := cli(t, ctx, nil, args("pay", "100")...)
+	require.NoError(t, err, errOut)
+	srv.SetSkew(7)
+	out, _, err := cli(t, ctx, nil, args("settle")...)
+	require.ErrorIs(t, err, link.ErrOutOfBalance)
+	require.Contains(t, squash(out), "terminal 978 0 / 0 0 / 0 1 / 100 D0000000000000100")
+	require.Contains(t, out, "batch 2 OUT OF BALANCE with the server")
+	require.Equal(t, int64(107), srv.Closed()[1].DebitAmount)
+	srv.SetSkew(0)
+	out, _, err = cli(t, ctx, nil, "purse", "settle", "--terminal", term, "--json")
+	require.NoError(t, err)
+	var j settleJSON
+	require.NoError(t, json.Unmarshal([]byte(out), &j))
+	require.True(t, j.InBalance)
+	require.Equal(t, uint64(3), j.Batch, "the server closed batch 2 anyway; the terminal kept its totals")
+
+	for _, tc := range []struct {
+		args  []string
+		msg   string
+		usage bool
+	}{
+		{args("load", "10", "--dev-keys"), "give one or the other", true},
+		{args("pay", "10", "--terminal-id", "OTHER001"), "differs from the terminal file", true},
+		{[]string{"purse", "settle"}, "--terminal FILE is required", true},
+	} {
+		_, _, err := cli(t, ctx, nil, tc.args...)
+		require.ErrorContains(t, err, tc.msg)
+		if tc.usage {
+			require.Equal(t, 2, exitCode(err))
+		}
+	}
+	require.NoError(t, os.Chmod(term, 0o644))
+	_, _, err = cli(t, ctx, nil, args("pay", "10")...)
+	require.ErrorIs(t, err, link.ErrInsecureConfig)
+}
+
+// squash collapses runs of white space, so table columns compare simply.
+func squash(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -29,6 +29,15 @@ Readers are named by PC/SC index or name fragment, or one of:
 	root.AddCommand(newVersion(), newATR(), newReaders(), newSend(), newEmulate(), newBench(), newScript(), newShell(), newGP(), newLoadFile())
 	root.AddCommand(newModules())
 	root.AddCommand(newPurse())
+	root.AddCommand(newKeysCmd())
+	root.AddCommand(newTerminalCmd())
+	root.AddCommand(newHotlistCmd())
+	root.AddCommand(newProvisionCmd())
+	root.AddCommand(newWalletCmd())
+	root.AddCommand(newUploadCmd())
+	root.AddCommand(newCardCmd())
+	root.AddCommand(newReportCmd())
+	root.AddCommand(newServerCmd())
 	return root
 }
 

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -74,6 +75,99 @@ func TestHelperLedgerChild(t *testing.T) {
 	}
 }
 
+const childAdvicesEnv = "VALUECHIP_LEDGER_CHILD_ADVICES_DB"
+
+// TestHelperAdvicesChild is the child process of TestAdvicesDurableAcrossKill9:
+// 16 goroutines submit advices through a Batcher until killed, printing
+// "ACK key" after each Submit returns.
+func TestHelperAdvicesChild(t *testing.T) {
+	path := os.Getenv(childAdvicesEnv)
+	if path == "" {
+		t.Skip("helper process for TestAdvicesDurableAcrossKill9")
+	}
+	s, err := Open(context.Background(), path)
+	if err != nil {
+		fmt.Println("ERR", err)
+		os.Exit(2)
+	}
+	b := NewBatcher(s, 0)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 1; ; i++ {
+				a := advice(fmt.Sprintf("K%015d", g), uint32(i), "tc", 1)
+				if r := b.Submit(context.Background(), a); r.Err != nil {
+					mu.Lock()
+					fmt.Println("ERR", r.Err)
+					os.Exit(2)
+				}
+				mu.Lock()
+				fmt.Println("ACK", a.CardID, a.ATC) // one write per ack
+				mu.Unlock()
+			}
+		}(g)
+	}
+	wg.Wait()
+}
+
+// Every advice acknowledged by the Batcher before kill -9 is in the file.
+func TestAdvicesDurableAcrossKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns a child process")
+	}
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperAdvicesChild$")
+	cmd.Env = append(os.Environ(), childAdvicesEnv+"="+path)
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+
+	type rec struct {
+		card string
+		atc  uint32
+	}
+	var acked []rec
+	sc := bufio.NewScanner(out)
+	killed := false
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "ERR") {
+			t.Fatalf("child: %s", line)
+		}
+		var r rec
+		if _, err := fmt.Sscanf(line, "ACK %s %d", &r.card, &r.atc); err == nil {
+			acked = append(acked, r)
+		}
+		if len(acked) == 2000 && !killed {
+			require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+			killed = true
+		}
+	}
+	_ = cmd.Wait()
+	require.True(t, killed, "child ended before acknowledging 2000 advices")
+
+	ctx := context.Background()
+	s, err := Open(ctx, path)
+	require.NoError(t, err)
+	defer s.Close()
+	for _, r := range acked {
+		_, err := s.PostingByKey(ctx, adviceKey(advice(r.card, r.atc, "tc", 1)))
+		require.NoError(t, err, "acknowledged advice %s/%d lost", r.card, r.atc)
+	}
+	tot, err := s.OpenBatchTotals(ctx, term1)
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, tot.Debits, int64(len(acked)))
+	rep, err := s.Report(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, rep.Imbalance[eur])
+	require.Len(t, rep.Merchants, 1)
+	assert.Equal(t, -tot.DebitAmount, rep.Merchants[0].Balance, "balances follow the advices")
+	t.Logf("%d advices acknowledged before SIGKILL, %d in the file", len(acked), tot.Debits)
+}
+
 func TestDurableAcrossKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns a child process")
@@ -113,14 +207,14 @@ func TestDurableAcrossKill9(t *testing.T) {
 		require.NoError(t, err, "acknowledged posting %s lost", key)
 	}
 	var n int64
-	require.NoError(t, s.db.QueryRow("SELECT COUNT(*) FROM ledger_postings").Scan(&n))
+	require.NoError(t, s.db.SQL().QueryRow("SELECT COUNT(*) FROM ledger_postings").Scan(&n))
 	assert.GreaterOrEqual(t, n, int64(len(acked)))
 	assert.Equal(t, n, balance(t, s, AccountID(KindPurse, "0102030405060708", eur)), "balances follow the postings")
 	t.Logf("%d postings acknowledged before SIGKILL, %d in the file", len(acked), n)
 }
 
 func BenchmarkPost(b *testing.B) {
-	s := sqliteBackend().open(b)
+	s := openStore(b, "sqlite")
 	f := setup(b, s)
 	ctx := context.Background()
 	b.ResetTimer()
@@ -132,7 +226,7 @@ func BenchmarkPost(b *testing.B) {
 }
 
 func BenchmarkPostParallel(b *testing.B) {
-	s := sqliteBackend().open(b)
+	s := openStore(b, "sqlite")
 	f := setup(b, s)
 	ctx := context.Background()
 	var n atomicCounter

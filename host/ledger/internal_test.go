@@ -2,44 +2,16 @@ package ledger
 
 import (
 	"context"
+	"database/sql"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	_ "modernc.org/sqlite"
 )
-
-func TestRebind(t *testing.T) {
-	pg := &SQLStore{dialect: dialectPostgres}
-	lite := &SQLStore{dialect: dialectSQLite}
-	q := `SELECT a FROM t WHERE b = ? AND c = ?`
-	assert.Equal(t, `SELECT a FROM t WHERE b = $1 AND c = $2`, pg.rebind(q))
-	assert.Equal(t, q, lite.rebind(q))
-	assert.Equal(t, `SELECT 1`, pg.rebind(`SELECT 1`))
-}
-
-func TestSplitSQL(t *testing.T) {
-	got := splitSQL("-- comment\nCREATE TABLE a (\n  x BIGINT\n);\n\nCREATE INDEX i ON a (x);\n")
-	assert.Equal(t, []string{"CREATE TABLE a (\n  x BIGINT\n)", "CREATE INDEX i ON a (x)"}, got)
-}
-
-func TestSQLiteDSN(t *testing.T) {
-	for _, in := range []string{"/tmp/x.db", "sqlite:/tmp/x.db", "file:/tmp/x.db"} {
-		got, err := sqliteDSN(in)
-		require.NoError(t, err)
-		assert.Contains(t, got, "file:/tmp/x.db?")
-		assert.Contains(t, got, "_txlock=immediate")
-		assert.Contains(t, got, "synchronous%28FULL%29")
-		assert.Contains(t, got, "journal_mode%28WAL%29")
-	}
-	got, err := sqliteDSN("sqlite:/tmp/x.db?_txlock=exclusive")
-	require.NoError(t, err)
-	assert.Contains(t, got, "_txlock=exclusive")
-	for _, bad := range []string{"", "sqlite:", "sqlite::memory:"} {
-		_, err := sqliteDSN(bad)
-		assert.ErrorIs(t, err, ErrInvalid, bad)
-	}
-}
 
 // Open with a postgres:// DSN goes through the pgx adapter; nothing listens
 // on port 1, so it must fail cleanly (no PostgreSQL server needed).
@@ -49,4 +21,43 @@ func TestOpenPostgresUnreachable(t *testing.T) {
 	_, err := Open(ctx, "postgres://ledger@127.0.0.1:1/ledger?connect_timeout=2&sslmode=disable")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "connect postgres")
+}
+
+// A ledger file created before host/sqldb (its migrations recorded in
+// ledger_schema_migrations) opens, keeps its data, and has its bookkeeping
+// moved to schema_migrations.
+func TestOpenLegacyLedger(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.db")
+	raw, err := sql.Open("sqlite", "file:"+path)
+	require.NoError(t, err)
+	body, err := migrationFS.ReadFile("migrations/0001_init.sql")
+	require.NoError(t, err)
+	for _, stmt := range []string{
+		`CREATE TABLE ledger_schema_migrations (version BIGINT NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`,
+		`INSERT INTO ledger_schema_migrations VALUES (1, '0001_init.sql', 1)`,
+	} {
+		_, err := raw.Exec(stmt)
+		require.NoError(t, err)
+	}
+	for _, stmt := range strings.Split(string(body), ";\n") {
+		if strings.TrimSpace(stmt) == "" {
+			continue
+		}
+		_, err := raw.Exec(stmt)
+		require.NoError(t, err, stmt)
+	}
+	_, err = raw.Exec(`INSERT INTO ledger_accounts (id, kind, ref, currency, balance, created_at) VALUES ('funding:bank:978', 'funding', 'bank', '978', 0, 1)`)
+	require.NoError(t, err)
+	require.NoError(t, raw.Close())
+
+	s, err := Open(context.Background(), path)
+	require.NoError(t, err)
+	defer s.Close()
+	a, err := s.Account(context.Background(), "funding:bank:978")
+	require.NoError(t, err)
+	assert.Equal(t, KindFunding, a.Kind)
+	applied, err := s.db.AppliedMigrations(context.Background(), component)
+	require.NoError(t, err)
+	assert.Len(t, applied, len(migrationFiles(t)))
+	assert.Equal(t, int64(1), applied[0])
 }

@@ -33,6 +33,9 @@ var (
 	ErrIllegalTransition = errors.New("ledger: illegal state transition")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("ledger: store closed")
+	// ErrInsufficientFunds: a posting would leave an account below the floor
+	// the request set for it (Posting.Floors, BeginRequest.Floors).
+	ErrInsufficientFunds = errors.New("ledger: insufficient funds")
 )
 
 // AccountKind is the role of an account in the purse system.
@@ -89,10 +92,17 @@ type Leg struct {
 // Posting is a balanced set of legs under an idempotency key.
 type Posting struct {
 	// Key makes the request idempotent, e.g. terminal ID + transaction number.
-	// Keys starting with "txn/" are reserved for transaction postings.
+	// Keys starting with "txn/" or "advice/" are reserved for the postings of
+	// transactions and advices.
 	Key  string
 	Memo string
 	Legs []Leg
+	// Floors are preconditions, not content: account → the lowest balance it
+	// may have after the posting, checked inside the database transaction
+	// (ErrInsufficientFunds otherwise). Every account named must be on a leg.
+	// They are not part of the idempotency hash: a replay is answered with
+	// the original receipt whatever its floors.
+	Floors map[string]int64
 }
 
 // Receipt is the durable result of a posting.
@@ -129,7 +139,16 @@ type BeginRequest struct {
 	Currency   string
 	Memo       string
 	Legs       []Leg // may be empty: a transaction without a posting yet
+	// MerchantID is the merchant of the terminal (DE 42), kept with the
+	// transaction and in CardAdvices; optional.
+	MerchantID string
+	// Floors as in Posting, for the begin posting.
+	Floors map[string]int64
 }
+
+// KindLoad is the transaction kind that reconciliation counts as a load
+// (docs/ledger.md §12).
+const KindLoad = "load"
 
 // CompleteRequest completes an in-progress transaction, optionally posting
 // more legs (e.g. a settlement step).
@@ -137,6 +156,12 @@ type CompleteRequest struct {
 	Key  string
 	Memo string
 	Legs []Leg
+	// ATC and Digest, when ATC is not 0, are the card record of the
+	// completion (the load's ATC and its TC): recorded with the completion,
+	// in the same database transaction, as RecordATC would, and listed by
+	// CardAdvices as a load. Digest is then required.
+	ATC    uint32
+	Digest string
 }
 
 // ReverseRequest reverses an in-progress transaction: the ledger posts the
@@ -155,10 +180,17 @@ type Txn struct {
 	Amount       int64
 	Currency     string
 	State        TxnState
+	MerchantID   string
 	BeginPosting string // receipt ID, "" when begun without legs
 	EndPosting   string // receipt ID of the completion or reversal posting, or ""
-	CreatedAt    time.Time
-	UpdatedAt    time.Time
+	// Batch is the terminal batch in which the final state (completed,
+	// reversed) was counted; 0 while in progress or without a terminal.
+	Batch     int64
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	// ATC is the outcome of recording the card record of a Complete that
+	// carried one (zero otherwise; ATCRepeat on a replay).
+	ATC ATCResult
 	// Replayed is true when the operation had already been applied and this
 	// is the original result.
 	Replayed bool
@@ -221,6 +253,88 @@ type Report struct {
 	// Imbalance is the sum of all balances per currency; always zero in a
 	// consistent ledger.
 	Imbalance map[string]int64
+	// InProgress are the transactions still in progress (loads whose
+	// completion or reversal has not arrived), per kind and currency,
+	// ordered by kind, currency: what an operator has to resolve.
+	InProgress []InProgressTotal
+}
+
+// InProgressTotal sums the in-progress transactions of one kind and currency.
+type InProgressTotal struct {
+	Kind      string
+	Currency  string
+	Count     int64
+	Amount    int64
+	Oldest    time.Time // creation time of the oldest
+	OldestKey string    // its key
+}
+
+// DebitAdvice is an offline debit reported by a terminal (ISO 8583 0220,
+// docs/iso8583.md §2.4) after the server verified its TC: the purse shadow
+// is debited and the merchant payable credited (docs/ledger.md §2, §11).
+type DebitAdvice struct {
+	// Key is the caller's idempotency key, e.g. "adv/<cardhex>/<atc>". The
+	// identity of an advice is its card record (CardID, ATC, Digest): a
+	// repeat of a record already posted is a replay whatever its key.
+	Key                            string
+	CardID, TerminalID, MerchantID string
+	ATC                            uint32
+	Digest                         string // the record's digest, e.g. the hex TC
+	Amount                         int64  // minor units, > 0
+	Currency                       string
+	Memo                           string
+}
+
+// AdviceResult is the outcome of one advice of ApplyAdvices.
+type AdviceResult struct {
+	// Receipt is the posting (Replayed for a record already posted).
+	Receipt Receipt
+	// ATC is the card's ATC picture after the advice: ATCNew, ATCRepeat
+	// (replay), or ATCDuplicate (another digest was posted for this ATC
+	// before: a clone or a rolled-back card; this one is posted too).
+	ATC ATCResult
+	// Err is this advice's error; the others are unaffected.
+	Err error
+}
+
+// AdviceKind tells a debit advice from a load completion in CardAdvices.
+type AdviceKind string
+
+// Advice kinds.
+const (
+	AdviceDebit AdviceKind = "debit"
+	AdviceLoad  AdviceKind = "load"
+)
+
+// AdviceRecord is one card record a terminal reported: a debit advice or a
+// load completion carrying its ATC.
+type AdviceRecord struct {
+	Kind       AdviceKind
+	Key        string // the advice's or the load transaction's key
+	CardID     string
+	ATC        uint32
+	Digest     string
+	TerminalID string
+	MerchantID string
+	Amount     int64
+	Currency   string
+	// Status is the ATC status when the record arrived: ATCNew, ATCDuplicate
+	// or ATCRepeat (the ATC and digest had been recorded by RecordATC).
+	Status ATCStatus
+	Batch  int64 // the terminal batch it was counted in
+	At     time.Time
+}
+
+// Totals are the reconciliation totals of one terminal batch (ISO 8583 0500,
+// docs/iso8583.md §2.6; which records count is defined in docs/ledger.md §12).
+type Totals struct {
+	TerminalID string
+	Batch      int64  // batch number, from 1
+	Currency   string // "" when the batch is empty
+
+	Loads, LoadAmount                 int64 // completed loads
+	LoadReversals, LoadReversalAmount int64 // reversed loads
+	Debits, DebitAmount               int64 // debit advices posted
 }
 
 // Store is the ledger contract. Implementations are safe for concurrent use.
@@ -253,12 +367,26 @@ type Store interface {
 	Card(ctx context.Context, cardID string) (CardStatus, error)
 	// Report returns the settlement report.
 	Report(ctx context.Context) (Report, error)
+	// ApplyAdvices posts debit advices in one database transaction, each
+	// isolated by a savepoint; the results are in the order of the advices.
+	ApplyAdvices(ctx context.Context, advices []DebitAdvice) []AdviceResult
+	// CardAdvices lists what terminals reported for a card, by ATC.
+	CardAdvices(ctx context.Context, cardID string) ([]AdviceRecord, error)
+	// OpenBatchTotals returns the totals of the terminal's open batch.
+	OpenBatchTotals(ctx context.Context, terminalID string) (Totals, error)
+	// CloseBatch closes the terminal's open batch (idempotent by key) and
+	// returns its totals.
+	CloseBatch(ctx context.Context, terminalID, key string) (Totals, error)
 	// Close releases the database.
 	Close() error
 }
 
-// txnPrefix reserves posting keys for transaction postings.
-const txnPrefix = "txn/"
+// txnPrefix and advicePrefix reserve posting keys for the postings of
+// transactions and advices.
+const (
+	txnPrefix    = "txn/"
+	advicePrefix = "advice/"
+)
 
 func validCurrency(c string) bool {
 	if len(c) != 3 {
@@ -362,6 +490,9 @@ func postingHash(memo string, legs []Leg) string {
 	return h.sum()
 }
 
+// beginHash covers the request but not its floors (preconditions). Fields
+// added after version 1 are hashed only when set, so the hashes of requests
+// stored before them are unchanged.
 func beginHash(r BeginRequest) string {
 	var h hasher
 	h.str("begin/v1")
@@ -372,6 +503,10 @@ func beginHash(r BeginRequest) string {
 	h.str(r.Currency)
 	h.str(r.Memo)
 	h.legs(r.Legs)
+	if r.MerchantID != "" {
+		h.str("merchant")
+		h.str(r.MerchantID)
+	}
 	return h.sum()
 }
 
@@ -380,7 +515,45 @@ func completeHash(r CompleteRequest) string {
 	h.str("complete/v1")
 	h.str(r.Memo)
 	h.legs(r.Legs)
+	if r.ATC != 0 {
+		h.str("record")
+		h.i64(int64(r.ATC))
+		h.str(r.Digest)
+	}
 	return h.sum()
+}
+
+// adviceHash covers the card record and what is posted for it, not the key
+// (the record is the identity, DebitAdvice.Key).
+func adviceHash(a DebitAdvice) string {
+	var h hasher
+	h.str("advice/v1")
+	h.str(a.CardID)
+	h.i64(int64(a.ATC))
+	h.str(a.Digest)
+	h.str(a.TerminalID)
+	h.str(a.MerchantID)
+	h.i64(a.Amount)
+	h.str(a.Currency)
+	h.str(a.Memo)
+	return h.sum()
+}
+
+// validateFloors checks that every floor names an account of the legs.
+func validateFloors(legs []Leg, floors map[string]int64) error {
+	for acc := range floors {
+		found := false
+		for _, l := range legs {
+			if l.Account == acc {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return fmt.Errorf("%w: floor on %s, which the posting does not touch", ErrInvalid, acc)
+		}
+	}
+	return nil
 }
 
 func reverseHash(r ReverseRequest) string {

@@ -3,65 +3,40 @@ package ledger
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"math"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/valuechip/valuechip/host/sqldb"
+	"github.com/valuechip/valuechip/internal/dbtest"
 )
 
-const pgEnv = "VALUECHIP_PG_DSN"
-
-// backend opens a fresh, empty store.
-type backend struct {
-	name string
-	open func(t testing.TB) *SQLStore
+func migrationFiles(t testing.TB) []string {
+	names, err := fs.Glob(migrationFS, "migrations/*.sql")
+	require.NoError(t, err)
+	return names
 }
 
-func sqliteBackend() backend {
-	return backend{name: "sqlite", open: func(t testing.TB) *SQLStore {
-		path := filepath.Join(t.TempDir(), "ledger.db")
-		s, err := Open(context.Background(), "sqlite:"+path)
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = s.Close() })
-		return s
-	}}
+// openStore returns a ledger in a fresh, empty database on the engine
+// ("sqlite" or "postgres", see internal/dbtest).
+func openStore(t testing.TB, engine string) *SQLStore {
+	s, err := New(context.Background(), dbtest.Open(t, engine))
+	require.NoError(t, err)
+	return s
 }
 
-// backends returns every store available: SQLite always, PostgreSQL when
-// VALUECHIP_PG_DSN is set (each test empties the ledger tables first, so
-// PostgreSQL tests run one at a time).
-func backends(t *testing.T) []backend {
-	bs := []backend{sqliteBackend()}
-	dsn := os.Getenv(pgEnv)
-	if dsn == "" {
-		if os.Getenv("VALUECHIP_REQUIRE_PG") == "1" {
-			t.Fatalf("PostgreSQL required (VALUECHIP_REQUIRE_PG=1) but %s is not set", pgEnv)
-		}
-		t.Logf("PostgreSQL store skipped: set %s=postgres://… to run this test against PostgreSQL", pgEnv)
-		return bs
-	}
-	return append(bs, backend{name: "postgres", open: func(t testing.TB) *SQLStore {
-		s, err := Open(context.Background(), dsn)
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = s.Close() })
-		for _, tbl := range []string{"ledger_legs", "ledger_postings", "ledger_txns", "ledger_accounts",
-			"ledger_card_atcs", "ledger_atc_duplicates", "ledger_cards"} {
-			_, err := s.db.Exec("DELETE FROM " + tbl)
-			require.NoError(t, err)
-		}
-		return s
-	}})
-}
-
-// forEach runs fn as a subtest against every backend.
+// forEach runs fn as a subtest on every engine, each with a fresh ledger.
 func forEach(t *testing.T, fn func(t *testing.T, s *SQLStore)) {
-	for _, b := range backends(t) {
-		t.Run(b.name, func(t *testing.T) { fn(t, b.open(t)) })
-	}
+	dbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		s, err := New(context.Background(), db)
+		require.NoError(t, err)
+		fn(t, s)
+	})
 }
 
 const eur, usd = "978", "840"
@@ -103,12 +78,12 @@ func balance(t testing.TB, s Store, id string) int64 {
 }
 
 func TestSQLiteDurabilitySettings(t *testing.T) {
-	s := sqliteBackend().open(t)
+	s := openStore(t, "sqlite")
 	var mode string
 	var sync, fk int
-	require.NoError(t, s.db.QueryRow("PRAGMA journal_mode").Scan(&mode))
-	require.NoError(t, s.db.QueryRow("PRAGMA synchronous").Scan(&sync))
-	require.NoError(t, s.db.QueryRow("PRAGMA foreign_keys").Scan(&fk))
+	require.NoError(t, s.db.SQL().QueryRow("PRAGMA journal_mode").Scan(&mode))
+	require.NoError(t, s.db.SQL().QueryRow("PRAGMA synchronous").Scan(&sync))
+	require.NoError(t, s.db.SQL().QueryRow("PRAGMA foreign_keys").Scan(&fk))
 	assert.Equal(t, "wal", mode)
 	assert.Equal(t, 2, sync, "synchronous=FULL")
 	assert.Equal(t, 1, fk)
@@ -126,8 +101,8 @@ func TestMigrateTwice(t *testing.T) {
 		s, err := Open(context.Background(), path)
 		require.NoError(t, err)
 		var n int
-		require.NoError(t, s.db.QueryRow("SELECT COUNT(*) FROM ledger_schema_migrations").Scan(&n))
-		assert.Equal(t, 1, n)
+		require.NoError(t, s.db.SQL().QueryRow("SELECT COUNT(*) FROM schema_migrations WHERE component = 'ledger'").Scan(&n))
+		assert.Equal(t, len(migrationFiles(t)), n)
 		require.NoError(t, s.Close())
 	}
 }
@@ -300,9 +275,9 @@ func TestConcurrentPosters(t *testing.T) {
 		assert.Equal(t, -want, balance(t, s, f.bank))
 		assert.Equal(t, want, balance(t, s, f.purse)+balance(t, s, f.purse2))
 		var n int
-		require.NoError(t, s.db.QueryRow("SELECT COUNT(*) FROM ledger_postings").Scan(&n))
+		require.NoError(t, s.db.SQL().QueryRow("SELECT COUNT(*) FROM ledger_postings").Scan(&n))
 		assert.Equal(t, goroutines*per, n)
-		require.NoError(t, s.db.QueryRow("SELECT COUNT(*) FROM ledger_legs").Scan(&n))
+		require.NoError(t, s.db.SQL().QueryRow("SELECT COUNT(*) FROM ledger_legs").Scan(&n))
 		assert.Equal(t, 2*goroutines*per, n)
 		rep, err := s.Report(ctx)
 		require.NoError(t, err)

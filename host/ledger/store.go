@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/valuechip/valuechip/host/sqldb"
 )
 
 func micros(t time.Time) int64 { return t.UnixMicro() }
@@ -27,8 +29,8 @@ func (s *SQLStore) EnsureAccount(ctx context.Context, kind AccountKind, ref, cur
 	}
 	id := AccountID(kind, ref, currency)
 	var a Account
-	err := s.inTx(ctx, true, func(t tx) error {
-		if _, err := t.exec(ctx, `INSERT INTO ledger_accounts (id, kind, ref, currency, balance, created_at)
+	err := s.inTx(ctx, true, func(t sqldb.Tx) error {
+		if _, err := t.Exec(ctx, `INSERT INTO ledger_accounts (id, kind, ref, currency, balance, created_at)
 VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT (id) DO NOTHING`, id, string(kind), ref, currency, micros(s.now())); err != nil {
 			return fmt.Errorf("ledger: create account %s: %w", id, err)
 		}
@@ -42,7 +44,7 @@ VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT (id) DO NOTHING`, id, string(kind), ref, c
 // Account implements Store.
 func (s *SQLStore) Account(ctx context.Context, id string) (Account, error) {
 	var a Account
-	err := s.inTx(ctx, false, func(t tx) error {
+	err := s.inTx(ctx, false, func(t sqldb.Tx) error {
 		var err error
 		a, err = s.account(ctx, t, id)
 		return err
@@ -56,13 +58,13 @@ func (s *SQLStore) Balance(ctx context.Context, id string) (int64, error) {
 	return a.Balance, err
 }
 
-func (s *SQLStore) account(ctx context.Context, t tx, id string) (Account, error) {
+func (s *SQLStore) account(ctx context.Context, t sqldb.Tx, id string) (Account, error) {
 	var (
 		a    Account
 		kind string
 		at   int64
 	)
-	err := t.row(ctx, `SELECT id, kind, ref, currency, balance, created_at FROM ledger_accounts WHERE id = ?`, id).
+	err := t.QueryRow(ctx, `SELECT id, kind, ref, currency, balance, created_at FROM ledger_accounts WHERE id = ?`, id).
 		Scan(&a.ID, &kind, &a.Ref, &a.Currency, &a.Balance, &at)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Account{}, fmt.Errorf("%w: account %s", ErrNotFound, id)
@@ -80,16 +82,20 @@ func (s *SQLStore) Post(ctx context.Context, p Posting) (Receipt, error) {
 	if err := validKey(p.Key); err != nil {
 		return Receipt{}, err
 	}
-	if strings.HasPrefix(p.Key, txnPrefix) {
-		return Receipt{}, fmt.Errorf("%w: keys starting with %q are reserved for transactions", ErrInvalid, txnPrefix)
+	if strings.HasPrefix(p.Key, txnPrefix) || strings.HasPrefix(p.Key, advicePrefix) {
+		return Receipt{}, fmt.Errorf("%w: keys starting with %q or %q are reserved for transactions and advices",
+			ErrInvalid, txnPrefix, advicePrefix)
 	}
 	if err := validateLegs(p.Legs); err != nil {
+		return Receipt{}, err
+	}
+	if err := validateFloors(p.Legs, p.Floors); err != nil {
 		return Receipt{}, err
 	}
 	hash := postingHash(p.Memo, p.Legs)
 	defer s.lockAccounts(legAccounts(p.Legs)...)()
 	var r Receipt
-	err := s.inTx(ctx, true, func(t tx) error {
+	err := s.inTx(ctx, true, func(t sqldb.Tx) error {
 		old, oldHash, found, err := s.postingByKey(ctx, t, p.Key)
 		if err != nil {
 			return err
@@ -102,7 +108,7 @@ func (s *SQLStore) Post(ctx context.Context, p Posting) (Receipt, error) {
 			r.Replayed = true
 			return nil
 		}
-		r, err = s.insertPosting(ctx, t, p.Key, p.Memo, "", p.Legs, hash)
+		r, err = s.insertPosting(ctx, t, p.Key, p.Memo, "", p.Legs, hash, p.Floors)
 		return err
 	})
 	if err != nil {
@@ -114,7 +120,7 @@ func (s *SQLStore) Post(ctx context.Context, p Posting) (Receipt, error) {
 // PostingByKey implements Store.
 func (s *SQLStore) PostingByKey(ctx context.Context, key string) (Receipt, error) {
 	var r Receipt
-	err := s.inTx(ctx, false, func(t tx) error {
+	err := s.inTx(ctx, false, func(t sqldb.Tx) error {
 		var (
 			found bool
 			err   error
@@ -128,13 +134,13 @@ func (s *SQLStore) PostingByKey(ctx context.Context, key string) (Receipt, error
 	return r, err
 }
 
-func (s *SQLStore) postingByKey(ctx context.Context, t tx, key string) (Receipt, string, bool, error) {
+func (s *SQLStore) postingByKey(ctx context.Context, t sqldb.Tx, key string) (Receipt, string, bool, error) {
 	var (
 		r    Receipt
 		hash string
 		at   int64
 	)
-	err := t.row(ctx, `SELECT id, idem_key, request_hash, memo, txn_key, created_at FROM ledger_postings WHERE idem_key = ?`, key).
+	err := t.QueryRow(ctx, `SELECT id, idem_key, request_hash, memo, txn_key, created_at FROM ledger_postings WHERE idem_key = ?`, key).
 		Scan(&r.ID, &r.Key, &hash, &r.Memo, &r.TxnKey, &at)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Receipt{}, "", false, nil
@@ -150,8 +156,8 @@ func (s *SQLStore) postingByKey(ctx context.Context, t tx, key string) (Receipt,
 	return r, hash, true, nil
 }
 
-func (s *SQLStore) legs(ctx context.Context, t tx, postingID string) ([]Leg, error) {
-	rows, err := t.query(ctx, `SELECT account_id, amount, currency FROM ledger_legs WHERE posting_id = ? ORDER BY seq`, postingID)
+func (s *SQLStore) legs(ctx context.Context, t sqldb.Tx, postingID string) ([]Leg, error) {
+	rows, err := t.Query(ctx, `SELECT account_id, amount, currency FROM ledger_legs WHERE posting_id = ? ORDER BY seq`, postingID)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read legs: %w", err)
 	}
@@ -170,9 +176,11 @@ func (s *SQLStore) legs(ctx context.Context, t tx, postingID string) ([]Leg, err
 	return out, nil
 }
 
-// insertPosting writes a validated posting and moves the balances. The
-// caller has checked that key is unused in this transaction.
-func (s *SQLStore) insertPosting(ctx context.Context, t tx, key, memo, txnKey string, legs []Leg, hash string) (Receipt, error) {
+// insertPosting writes a validated posting and moves the balances, after
+// checking the floors against the new balances. The caller has checked that
+// key is unused in this transaction.
+func (s *SQLStore) insertPosting(ctx context.Context, t sqldb.Tx, key, memo, txnKey string, legs []Leg, hash string,
+	floors map[string]int64) (Receipt, error) {
 	// Compute every new balance first, with overflow checks, so nothing is
 	// written for a posting that cannot apply.
 	balances := map[string]int64{}
@@ -196,29 +204,46 @@ func (s *SQLStore) insertPosting(ctx context.Context, t tx, key, memo, txnKey st
 		}
 		balances[l.Account] = nb
 	}
+	for acc, floor := range floors {
+		if b := balances[acc]; b < floor {
+			return Receipt{}, fmt.Errorf("%w: %s would be %d, below %d", ErrInsufficientFunds, acc, b, floor)
+		}
+	}
+	rc, err := s.writePosting(ctx, t, key, memo, txnKey, legs, hash, micros(s.now()))
+	if err != nil {
+		return Receipt{}, err
+	}
+	for _, acc := range order {
+		if _, err := t.Exec(ctx, `UPDATE ledger_accounts SET balance = ? WHERE id = ?`, balances[acc], acc); err != nil {
+			return Receipt{}, fmt.Errorf("ledger: update balance %s: %w", acc, err)
+		}
+	}
+	return rc, nil
+}
+
+// writePosting inserts a posting and its legs; the caller moves the
+// balances.
+func (s *SQLStore) writePosting(ctx context.Context, t sqldb.Tx, key, memo, txnKey string, legs []Leg, hash string, now int64) (Receipt, error) {
 	id, err := newID()
 	if err != nil {
 		return Receipt{}, err
 	}
-	now := s.now()
-	if _, err := t.exec(ctx, `INSERT INTO ledger_postings (id, idem_key, request_hash, memo, txn_key, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		id, key, hash, memo, txnKey, micros(now)); err != nil {
+	if _, err := t.Exec(ctx, `INSERT INTO ledger_postings (id, idem_key, request_hash, memo, txn_key, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		id, key, hash, memo, txnKey, now); err != nil {
 		return Receipt{}, fmt.Errorf("ledger: insert posting %q: %w", key, err)
 	}
+	// One multi-row INSERT for the legs: one round trip on PostgreSQL.
+	q := legsInsert(len(legs))
+	args := make([]any, 0, 5*len(legs))
 	for i, l := range legs {
-		if _, err := t.exec(ctx, `INSERT INTO ledger_legs (posting_id, seq, account_id, amount, currency) VALUES (?, ?, ?, ?, ?)`,
-			id, i, l.Account, l.Amount, l.Currency); err != nil {
-			return Receipt{}, fmt.Errorf("ledger: insert leg %d: %w", i, err)
-		}
+		args = append(args, id, i, l.Account, l.Amount, l.Currency)
 	}
-	for _, acc := range order {
-		if _, err := t.exec(ctx, `UPDATE ledger_accounts SET balance = ? WHERE id = ?`, balances[acc], acc); err != nil {
-			return Receipt{}, fmt.Errorf("ledger: update balance %s: %w", acc, err)
-		}
+	if _, err := t.Exec(ctx, q, args...); err != nil {
+		return Receipt{}, fmt.Errorf("ledger: insert legs: %w", err)
 	}
 	return Receipt{
 		ID: id, Key: key, Memo: memo, TxnKey: txnKey,
-		Legs: append([]Leg(nil), legs...), CreatedAt: fromMicros(micros(now)),
+		Legs: append([]Leg(nil), legs...), CreatedAt: fromMicros(now),
 	}, nil
 }
 
@@ -246,10 +271,13 @@ func (s *SQLStore) Begin(ctx context.Context, r BeginRequest) (Txn, error) {
 			return Txn{}, err
 		}
 	}
+	if err := validateFloors(r.Legs, r.Floors); err != nil {
+		return Txn{}, err
+	}
 	hash := beginHash(r)
 	defer s.lockAccounts(legAccounts(r.Legs)...)()
 	var out Txn
-	err := s.inTx(ctx, true, func(t tx) error {
+	err := s.inTx(ctx, true, func(t sqldb.Tx) error {
 		old, oldHash, _, found, err := s.txn(ctx, t, r.Key)
 		if err != nil {
 			return err
@@ -264,20 +292,20 @@ func (s *SQLStore) Begin(ctx context.Context, r BeginRequest) (Txn, error) {
 		}
 		postingID := ""
 		if len(r.Legs) > 0 {
-			rc, err := s.insertPosting(ctx, t, beginKey(r.Key), r.Memo, r.Key, r.Legs, postingHash(r.Memo, r.Legs))
+			rc, err := s.insertPosting(ctx, t, beginKey(r.Key), r.Memo, r.Key, r.Legs, postingHash(r.Memo, r.Legs), r.Floors)
 			if err != nil {
 				return err
 			}
 			postingID = rc.ID
 		}
 		now := micros(s.now())
-		if _, err := t.exec(ctx, `INSERT INTO ledger_txns (idem_key, kind, card_id, terminal_id, amount, currency, state,
-request_hash, begin_posting, end_posting, end_hash, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', ?, ?)`,
-			r.Key, r.Kind, r.CardID, r.TerminalID, r.Amount, r.Currency, string(StateInProgress), hash, postingID, now, now); err != nil {
+		if _, err := t.Exec(ctx, `INSERT INTO ledger_txns (idem_key, kind, card_id, terminal_id, merchant_id, amount, currency, state,
+request_hash, begin_posting, end_posting, end_hash, batch, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', 0, ?, ?)`,
+			r.Key, r.Kind, r.CardID, r.TerminalID, r.MerchantID, r.Amount, r.Currency, string(StateInProgress), hash, postingID, now, now); err != nil {
 			return fmt.Errorf("ledger: insert transaction %q: %w", r.Key, err)
 		}
 		out = Txn{
-			Key: r.Key, Kind: r.Kind, CardID: r.CardID, TerminalID: r.TerminalID, Amount: r.Amount,
+			Key: r.Key, Kind: r.Kind, CardID: r.CardID, TerminalID: r.TerminalID, MerchantID: r.MerchantID, Amount: r.Amount,
 			Currency: r.Currency, State: StateInProgress, BeginPosting: postingID,
 			CreatedAt: fromMicros(now), UpdatedAt: fromMicros(now),
 		}
@@ -299,11 +327,67 @@ func (s *SQLStore) Complete(ctx context.Context, r CompleteRequest) (Txn, error)
 			return Txn{}, err
 		}
 	}
+	if r.ATC != 0 {
+		if err := validDigest(r.Digest); err != nil {
+			return Txn{}, err
+		}
+	}
 	hash := completeHash(r)
 	defer s.lockAccounts(legAccounts(r.Legs)...)()
-	return s.finish(ctx, r.Key, StateCompleted, hash, func(t tx, cur Txn) ([]Leg, string, string) {
+	var record func(sqldb.Tx, *Txn, int64) error
+	if r.ATC != 0 {
+		record = func(t sqldb.Tx, x *Txn, now int64) error {
+			return s.recordLoad(ctx, t, x, r, now)
+		}
+	}
+	x, err := s.finish(ctx, r.Key, StateCompleted, hash, func(t sqldb.Tx, cur Txn) ([]Leg, string, string) {
 		return r.Legs, r.Memo, completeKey(r.Key)
-	})
+	}, record)
+	if err == nil && x.Replayed && r.ATC != 0 {
+		err = s.inTx(ctx, false, func(t sqldb.Tx) error {
+			var err error
+			x.ATC, err = s.atcPicture(ctx, t, x.CardID)
+			x.ATC.Status = ATCRepeat
+			return err
+		})
+	}
+	if err != nil {
+		return Txn{}, err
+	}
+	return x, nil
+}
+
+// recordLoad records the card record of a load completion: its ATC (as
+// RecordATC) and its row in ledger_advices (kind load), in the completion's
+// database transaction.
+func (s *SQLStore) recordLoad(ctx context.Context, t sqldb.Tx, x *Txn, r CompleteRequest, now int64) error {
+	var (
+		key   string
+		found bool
+	)
+	err := t.QueryRow(ctx, `SELECT idem_key FROM ledger_advices WHERE card_id = ? AND atc = ? AND digest = ?`,
+		x.CardID, int64(r.ATC), r.Digest).Scan(&key)
+	switch {
+	case err == nil:
+		found = true
+	case !errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("ledger: read advice: %w", err)
+	}
+	if found {
+		return fmt.Errorf("%w: card %s ATC %d record %s was already reported (%s)", ErrConflict, x.CardID, r.ATC, r.Digest, key)
+	}
+	res, err := s.recordATC(ctx, t, ATCAdvice{CardID: x.CardID, ATC: r.ATC, Digest: r.Digest, TerminalID: x.TerminalID}, now)
+	if err != nil {
+		return err
+	}
+	if _, err := t.Exec(ctx, `INSERT INTO ledger_advices (card_id, atc, digest, kind, idem_key, request_hash, terminal_id,
+merchant_id, amount, currency, posting_key, status, batch, created_at) VALUES (?, ?, ?, ?, ?, '', ?, ?, ?, ?, '', ?, ?, ?)`,
+		x.CardID, int64(r.ATC), r.Digest, string(AdviceLoad), x.Key, x.TerminalID, x.MerchantID, x.Amount, x.Currency,
+		string(res.Status), x.Batch, now); err != nil {
+		return fmt.Errorf("ledger: record load completion: %w", err)
+	}
+	x.ATC = res
+	return nil
 }
 
 // Reverse implements Store.
@@ -319,26 +403,20 @@ func (s *SQLStore) Reverse(ctx context.Context, r ReverseRequest) (Txn, error) {
 			defer s.lockAccounts(legAccounts(rc.Legs)...)()
 		}
 	}
-	var beginLegs []Leg
-	return s.finish(ctx, r.Key, StateReversed, hash, func(t tx, cur Txn) ([]Leg, string, string) {
-		return negate(beginLegs), "reversal: " + r.Reason, reverseKey(r.Key)
-	}, func(t tx, cur Txn) error {
-		beginLegs = nil
-		if cur.BeginPosting == "" {
-			return nil
-		}
-		var err error
-		beginLegs, err = s.legs(ctx, t, cur.BeginPosting)
-		return err
-	})
+	return s.finish(ctx, r.Key, StateReversed, hash, func(t sqldb.Tx, cur Txn) ([]Leg, string, string) {
+		return nil, "reversal: " + r.Reason, reverseKey(r.Key)
+	}, nil)
 }
 
 // finish moves an in-progress transaction to the target state with its
-// posting, in one database transaction. prepare hooks run first.
+// posting, in one database transaction, and counts it in the terminal's open
+// batch. posting returns the legs to post (for a reversal: none, the
+// negation of the begin posting is computed here), the memo and the posting
+// key; record, if not nil, runs last in the same transaction.
 func (s *SQLStore) finish(ctx context.Context, key string, target TxnState, hash string,
-	posting func(tx, Txn) ([]Leg, string, string), prepare ...func(tx, Txn) error) (Txn, error) {
+	posting func(sqldb.Tx, Txn) ([]Leg, string, string), record func(sqldb.Tx, *Txn, int64) error) (Txn, error) {
 	var out Txn
-	err := s.inTx(ctx, true, func(t tx) error {
+	err := s.inTx(ctx, true, func(t sqldb.Tx) error {
 		cur, _, endHash, found, err := s.txn(ctx, t, key)
 		if err != nil {
 			return err
@@ -358,35 +436,48 @@ func (s *SQLStore) finish(ctx context.Context, key string, target TxnState, hash
 		default:
 			return fmt.Errorf("%w: transaction %q is %s, cannot become %s", ErrIllegalTransition, key, cur.State, target)
 		}
-		for _, p := range prepare {
-			if err := p(t, cur); err != nil {
+		legs, memo, pkey := posting(t, cur)
+		if target == StateReversed && cur.BeginPosting != "" {
+			begin, err := s.legs(ctx, t, cur.BeginPosting)
+			if err != nil {
 				return err
 			}
+			legs = negate(begin)
 		}
-		legs, memo, pkey := posting(t, cur)
 		postingID := ""
 		if len(legs) > 0 {
-			rc, err := s.insertPosting(ctx, t, pkey, memo, key, legs, postingHash(memo, legs))
+			rc, err := s.insertPosting(ctx, t, pkey, memo, key, legs, postingHash(memo, legs), nil)
 			if err != nil {
 				return err
 			}
 			postingID = rc.ID
 		}
+		var batch int64
+		if cur.TerminalID != "" {
+			var err error
+			if batch, err = openBatch(ctx, t, cur.TerminalID); err != nil {
+				return err
+			}
+		}
 		now := micros(s.now())
-		res, err := t.exec(ctx, `UPDATE ledger_txns SET state = ?, end_posting = ?, end_hash = ?, updated_at = ?
-WHERE idem_key = ? AND state = ?`, string(target), postingID, hash, now, key, string(StateInProgress))
+		res, err := t.Exec(ctx, `UPDATE ledger_txns SET state = ?, end_posting = ?, end_hash = ?, batch = ?, updated_at = ?
+WHERE idem_key = ? AND state = ?`, string(target), postingID, hash, batch, now, key, string(StateInProgress))
 		if err != nil {
 			return fmt.Errorf("ledger: update transaction %q: %w", key, err)
 		}
 		if n, err := res.RowsAffected(); err != nil {
 			return fmt.Errorf("ledger: update transaction %q: %w", key, err)
 		} else if n != 1 {
-			return errRetry
+			return sqldb.ErrRetry
 		}
 		out = cur
 		out.State = target
 		out.EndPosting = postingID
+		out.Batch = batch
 		out.UpdatedAt = fromMicros(now)
+		if record != nil {
+			return record(t, &out, now)
+		}
 		return nil
 	})
 	if err != nil {
@@ -398,7 +489,7 @@ WHERE idem_key = ? AND state = ?`, string(target), postingID, hash, now, key, st
 // Txn implements Store.
 func (s *SQLStore) Txn(ctx context.Context, key string) (Txn, error) {
 	var out Txn
-	err := s.inTx(ctx, false, func(t tx) error {
+	err := s.inTx(ctx, false, func(t sqldb.Tx) error {
 		var (
 			found bool
 			err   error
@@ -412,16 +503,16 @@ func (s *SQLStore) Txn(ctx context.Context, key string) (Txn, error) {
 	return out, err
 }
 
-func (s *SQLStore) txn(ctx context.Context, t tx, key string) (Txn, string, string, bool, error) {
+func (s *SQLStore) txn(ctx context.Context, t sqldb.Tx, key string) (Txn, string, string, bool, error) {
 	var (
 		x                Txn
 		state, rh, eh    string
 		created, updated int64
 	)
-	err := t.row(ctx, `SELECT idem_key, kind, card_id, terminal_id, amount, currency, state, request_hash,
-begin_posting, end_posting, end_hash, created_at, updated_at FROM ledger_txns WHERE idem_key = ?`, key).
-		Scan(&x.Key, &x.Kind, &x.CardID, &x.TerminalID, &x.Amount, &x.Currency, &state, &rh,
-			&x.BeginPosting, &x.EndPosting, &eh, &created, &updated)
+	err := t.QueryRow(ctx, `SELECT idem_key, kind, card_id, terminal_id, merchant_id, amount, currency, state, request_hash,
+begin_posting, end_posting, end_hash, batch, created_at, updated_at FROM ledger_txns WHERE idem_key = ?`, key).
+		Scan(&x.Key, &x.Kind, &x.CardID, &x.TerminalID, &x.MerchantID, &x.Amount, &x.Currency, &state, &rh,
+			&x.BeginPosting, &x.EndPosting, &eh, &x.Batch, &created, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Txn{}, "", "", false, nil
 	}
@@ -445,68 +536,10 @@ func (s *SQLStore) RecordATC(ctx context.Context, a ATCAdvice) (ATCResult, error
 		return ATCResult{}, fmt.Errorf("%w: empty record digest", ErrInvalid)
 	}
 	var res ATCResult
-	err := s.inTx(ctx, true, func(t tx) error {
-		now := micros(s.now())
-		var digest string
-		err := t.row(ctx, `SELECT digest FROM ledger_card_atcs WHERE card_id = ? AND atc = ?`, a.CardID, int64(a.ATC)).Scan(&digest)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			res.Status = ATCNew
-			if _, err := t.exec(ctx, `INSERT INTO ledger_card_atcs (card_id, atc, digest, terminal_id, seen_at) VALUES (?, ?, ?, ?, ?)`,
-				a.CardID, int64(a.ATC), a.Digest, a.TerminalID, now); err != nil {
-				return fmt.Errorf("ledger: record ATC: %w", err)
-			}
-		case err != nil:
-			return fmt.Errorf("ledger: read ATC: %w", err)
-		case digest == a.Digest:
-			res.Status = ATCRepeat
-		default:
-			res.Status = ATCDuplicate
-			var n int
-			if err := t.row(ctx, `SELECT COUNT(*) FROM ledger_atc_duplicates WHERE card_id = ? AND atc = ? AND digest = ?`,
-				a.CardID, int64(a.ATC), a.Digest).Scan(&n); err != nil {
-				return fmt.Errorf("ledger: read ATC duplicates: %w", err)
-			}
-			if n == 0 {
-				id, err := newID()
-				if err != nil {
-					return err
-				}
-				if _, err := t.exec(ctx, `INSERT INTO ledger_atc_duplicates (id, card_id, atc, digest, terminal_id, seen_at) VALUES (?, ?, ?, ?, ?, ?)`,
-					id, a.CardID, int64(a.ATC), a.Digest, a.TerminalID, now); err != nil {
-					return fmt.Errorf("ledger: record ATC duplicate: %w", err)
-				}
-			}
-		}
-		var last int64
-		err = t.row(ctx, `SELECT last_atc FROM ledger_cards WHERE card_id = ?`, a.CardID).Scan(&last)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			last = int64(a.ATC)
-			if _, err := t.exec(ctx, `INSERT INTO ledger_cards (card_id, last_atc, duplicates, updated_at) VALUES (?, ?, 0, ?)`,
-				a.CardID, last, now); err != nil {
-				return fmt.Errorf("ledger: record card: %w", err)
-			}
-		case err != nil:
-			return fmt.Errorf("ledger: read card: %w", err)
-		case int64(a.ATC) > last:
-			last = int64(a.ATC)
-		}
-		dup := int64(0)
-		if res.Status == ATCDuplicate {
-			dup = 1
-		}
-		if _, err := t.exec(ctx, `UPDATE ledger_cards SET last_atc = ?, duplicates = duplicates + ?, updated_at = ? WHERE card_id = ?`,
-			last, dup, now, a.CardID); err != nil {
-			return fmt.Errorf("ledger: update card: %w", err)
-		}
-		res.LastATC = uint32(last)
-		seen, err := s.seenATCs(ctx, t, a.CardID)
-		if err != nil {
-			return err
-		}
-		res.Gaps = gaps(seen, res.LastATC)
-		return nil
+	err := s.inTx(ctx, true, func(t sqldb.Tx) error {
+		var err error
+		res, err = s.recordATC(ctx, t, a, micros(s.now()))
+		return err
 	})
 	if err != nil {
 		return ATCResult{}, err
@@ -514,8 +547,101 @@ func (s *SQLStore) RecordATC(ctx context.Context, a ATCAdvice) (ATCResult, error
 	return res, nil
 }
 
-func (s *SQLStore) seenATCs(ctx context.Context, t tx, cardID string) ([]uint32, error) {
-	rows, err := t.query(ctx, `SELECT atc FROM ledger_card_atcs WHERE card_id = ? ORDER BY atc`, cardID)
+// recordATC records an ATC advice inside a transaction (RecordATC). The
+// card's last ATC is the highest recorded, so it comes with the list the gaps
+// are computed from.
+func (s *SQLStore) recordATC(ctx context.Context, t sqldb.Tx, a ATCAdvice, now int64) (ATCResult, error) {
+	var res ATCResult
+	ins, err := t.Exec(ctx, `INSERT INTO ledger_card_atcs (card_id, atc, digest, terminal_id, seen_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (card_id, atc) DO NOTHING`, a.CardID, int64(a.ATC), a.Digest, a.TerminalID, now)
+	if err != nil {
+		return res, fmt.Errorf("ledger: record ATC: %w", err)
+	}
+	n, err := ins.RowsAffected()
+	if err != nil {
+		return res, fmt.Errorf("ledger: record ATC: %w", err)
+	}
+	if n == 1 {
+		res.Status = ATCNew
+	} else {
+		var digest string
+		if err := t.QueryRow(ctx, `SELECT digest FROM ledger_card_atcs WHERE card_id = ? AND atc = ?`,
+			a.CardID, int64(a.ATC)).Scan(&digest); err != nil {
+			return res, fmt.Errorf("ledger: read ATC: %w", err)
+		}
+		res.Status = ATCRepeat
+		if digest != a.Digest {
+			res.Status = ATCDuplicate
+			var k int
+			if err := t.QueryRow(ctx, `SELECT COUNT(*) FROM ledger_atc_duplicates WHERE card_id = ? AND atc = ? AND digest = ?`,
+				a.CardID, int64(a.ATC), a.Digest).Scan(&k); err != nil {
+				return res, fmt.Errorf("ledger: read ATC duplicates: %w", err)
+			}
+			if k == 0 {
+				id, err := newID()
+				if err != nil {
+					return res, err
+				}
+				if _, err := t.Exec(ctx, `INSERT INTO ledger_atc_duplicates (id, card_id, atc, digest, terminal_id, seen_at) VALUES (?, ?, ?, ?, ?, ?)`,
+					id, a.CardID, int64(a.ATC), a.Digest, a.TerminalID, now); err != nil {
+					return res, fmt.Errorf("ledger: record ATC duplicate: %w", err)
+				}
+			}
+		}
+	}
+	seen, err := s.seenATCs(ctx, t, a.CardID)
+	if err != nil {
+		return res, err
+	}
+	if len(seen) == 0 {
+		return res, fmt.Errorf("ledger: ATC %d of card %s not found after recording it", a.ATC, a.CardID)
+	}
+	last := int64(seen[len(seen)-1])
+	dup := int64(0)
+	if res.Status == ATCDuplicate {
+		dup = 1
+	}
+	upd, err := t.Exec(ctx, `UPDATE ledger_cards SET last_atc = ?, duplicates = duplicates + ?, updated_at = ? WHERE card_id = ?`,
+		last, dup, now, a.CardID)
+	if err != nil {
+		return res, fmt.Errorf("ledger: update card: %w", err)
+	}
+	if n, err := upd.RowsAffected(); err != nil {
+		return res, fmt.Errorf("ledger: update card: %w", err)
+	} else if n == 0 {
+		if _, err := t.Exec(ctx, `INSERT INTO ledger_cards (card_id, last_atc, duplicates, updated_at) VALUES (?, ?, ?, ?)`,
+			a.CardID, last, dup, now); err != nil {
+			return res, fmt.Errorf("ledger: record card: %w", err)
+		}
+	}
+	res.LastATC = uint32(last)
+	res.Gaps = gaps(seen, res.LastATC)
+	return res, nil
+}
+
+// atcPicture is the card's last ATC and gaps (Status left empty); a card
+// never seen has neither.
+func (s *SQLStore) atcPicture(ctx context.Context, t sqldb.Tx, cardID string) (ATCResult, error) {
+	var res ATCResult
+	var last int64
+	err := t.QueryRow(ctx, `SELECT last_atc FROM ledger_cards WHERE card_id = ?`, cardID).Scan(&last)
+	if errors.Is(err, sql.ErrNoRows) {
+		return res, nil
+	}
+	if err != nil {
+		return res, fmt.Errorf("ledger: read card: %w", err)
+	}
+	res.LastATC = uint32(last)
+	seen, err := s.seenATCs(ctx, t, cardID)
+	if err != nil {
+		return res, err
+	}
+	res.Gaps = gaps(seen, res.LastATC)
+	return res, nil
+}
+
+func (s *SQLStore) seenATCs(ctx context.Context, t sqldb.Tx, cardID string) ([]uint32, error) {
+	rows, err := t.Query(ctx, `SELECT atc FROM ledger_card_atcs WHERE card_id = ? ORDER BY atc`, cardID)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read ATCs: %w", err)
 	}
@@ -537,10 +663,10 @@ func (s *SQLStore) seenATCs(ctx context.Context, t tx, cardID string) ([]uint32,
 // Card implements Store.
 func (s *SQLStore) Card(ctx context.Context, cardID string) (CardStatus, error) {
 	var cs CardStatus
-	err := s.inTx(ctx, false, func(t tx) error {
+	err := s.inTx(ctx, false, func(t sqldb.Tx) error {
 		cs = CardStatus{CardID: cardID}
 		var last int64
-		err := t.row(ctx, `SELECT last_atc FROM ledger_cards WHERE card_id = ?`, cardID).Scan(&last)
+		err := t.QueryRow(ctx, `SELECT last_atc FROM ledger_cards WHERE card_id = ?`, cardID).Scan(&last)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("%w: card %s", ErrNotFound, cardID)
 		}
@@ -554,7 +680,7 @@ func (s *SQLStore) Card(ctx context.Context, cardID string) (CardStatus, error) 
 		}
 		cs.Seen = len(seen)
 		cs.Gaps = gaps(seen, cs.LastATC)
-		rows, err := t.query(ctx, `SELECT atc, digest, terminal_id FROM ledger_atc_duplicates WHERE card_id = ? ORDER BY atc, seen_at, id`, cardID)
+		rows, err := t.Query(ctx, `SELECT atc, digest, terminal_id FROM ledger_atc_duplicates WHERE card_id = ? ORDER BY atc, seen_at, id`, cardID)
 		if err != nil {
 			return fmt.Errorf("ledger: read ATC duplicates: %w", err)
 		}
@@ -582,9 +708,9 @@ func (s *SQLStore) Card(ctx context.Context, cardID string) (CardStatus, error) 
 // Report implements Store.
 func (s *SQLStore) Report(ctx context.Context) (Report, error) {
 	var rep Report
-	err := s.inTx(ctx, false, func(t tx) error {
+	err := s.inTx(ctx, false, func(t sqldb.Tx) error {
 		rep = Report{Imbalance: map[string]int64{}}
-		rows, err := t.query(ctx, `SELECT kind, currency, COUNT(*), CAST(SUM(balance) AS BIGINT) FROM ledger_accounts
+		rows, err := t.Query(ctx, `SELECT kind, currency, COUNT(*), CAST(SUM(balance) AS BIGINT) FROM ledger_accounts
 GROUP BY kind, currency ORDER BY kind, currency`)
 		if err != nil {
 			return fmt.Errorf("ledger: report: %w", err)
@@ -609,7 +735,7 @@ GROUP BY kind, currency ORDER BY kind, currency`)
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("ledger: report: %w", err)
 		}
-		mrows, err := t.query(ctx, `SELECT id, kind, ref, currency, balance, created_at FROM ledger_accounts
+		mrows, err := t.Query(ctx, `SELECT id, kind, ref, currency, balance, created_at FROM ledger_accounts
 WHERE kind = ? ORDER BY ref, currency`, string(KindMerchant))
 		if err != nil {
 			return fmt.Errorf("ledger: report merchants: %w", err)
@@ -631,6 +757,9 @@ WHERE kind = ? ORDER BY ref, currency`, string(KindMerchant))
 		if err := mrows.Err(); err != nil {
 			return fmt.Errorf("ledger: report merchants: %w", err)
 		}
+		if rep.InProgress, err = inProgress(ctx, t); err != nil {
+			return err
+		}
 		// Byte order, whatever the database collation.
 		sort.SliceStable(rep.Merchants, func(i, j int) bool {
 			if rep.Merchants[i].Ref != rep.Merchants[j].Ref {
@@ -650,4 +779,95 @@ WHERE kind = ? ORDER BY ref, currency`, string(KindMerchant))
 		return Report{}, err
 	}
 	return rep, nil
+}
+
+// inProgress sums the transactions still in progress per kind and currency,
+// with the oldest of each (Report).
+func inProgress(ctx context.Context, t sqldb.Tx) ([]InProgressTotal, error) {
+	rows, err := t.Query(ctx, `SELECT kind, currency, COUNT(*), CAST(SUM(amount) AS BIGINT), MIN(created_at) FROM ledger_txns
+WHERE state = ? GROUP BY kind, currency`, string(StateInProgress))
+	if err != nil {
+		return nil, fmt.Errorf("ledger: report in progress: %w", err)
+	}
+	var out []InProgressTotal
+	var oldest []int64
+	for rows.Next() {
+		var (
+			p  InProgressTotal
+			at int64
+		)
+		if err := rows.Scan(&p.Kind, &p.Currency, &p.Count, &p.Amount, &at); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("ledger: report in progress: %w", err)
+		}
+		p.Oldest = fromMicros(at)
+		out = append(out, p)
+		oldest = append(oldest, at)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, fmt.Errorf("ledger: report in progress: %w", err)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: report in progress: %w", err)
+	}
+	for i := range out {
+		// Ties on the creation time resolve to the smallest key, in byte
+		// order whatever the collation.
+		keys, err := t.Query(ctx, `SELECT idem_key FROM ledger_txns WHERE state = ? AND kind = ? AND currency = ? AND created_at = ?`,
+			string(StateInProgress), out[i].Kind, out[i].Currency, oldest[i])
+		if err != nil {
+			return nil, fmt.Errorf("ledger: report in progress: %w", err)
+		}
+		for keys.Next() {
+			var k string
+			if err := keys.Scan(&k); err != nil {
+				keys.Close()
+				return nil, fmt.Errorf("ledger: report in progress: %w", err)
+			}
+			if out[i].OldestKey == "" || k < out[i].OldestKey {
+				out[i].OldestKey = k
+			}
+		}
+		if err := keys.Close(); err != nil {
+			return nil, fmt.Errorf("ledger: report in progress: %w", err)
+		}
+		if err := keys.Err(); err != nil {
+			return nil, fmt.Errorf("ledger: report in progress: %w", err)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Kind != out[j].Kind {
+			return out[i].Kind < out[j].Kind
+		}
+		return out[i].Currency < out[j].Currency
+	})
+	return out, nil
+}
+
+// legsInserts caches the INSERT statements for postings of 2..8 legs.
+var legsInserts = func() []string {
+	out := make([]string, 9)
+	for n := 2; n < len(out); n++ {
+		out[n] = buildLegsInsert(n)
+	}
+	return out
+}()
+
+func legsInsert(n int) string {
+	if n >= 2 && n < len(legsInserts) {
+		return legsInserts[n]
+	}
+	return buildLegsInsert(n)
+}
+
+func buildLegsInsert(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO ledger_legs (posting_id, seq, account_id, amount, currency) VALUES `)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(?, ?, ?, ?, ?)")
+	}
+	return b.String()
 }

@@ -1,4 +1,4 @@
-package ledger
+package sqldb
 
 import (
 	"context"
@@ -15,11 +15,11 @@ import (
 // A minimal database/sql driver over a pgx connection. pgx's own adapter
 // (github.com/jackc/pgx/v5/stdlib) imports pgxpool, whose dependency
 // github.com/jackc/puddle/v2 is not in this module's go.sum; this adapter
-// needs only the core pgx package. It supports exactly what the ledger uses:
+// needs only the core pgx package. It supports exactly what the stores use:
 // context-aware Exec/Query with positional $n arguments and transactions
 // with an isolation level and read-only flag.
 
-const pgDriverName = "valuechip-ledger-pgx"
+const pgDriverName = "valuechip-sqldb-pgx"
 
 var registerPG sync.Once
 
@@ -83,7 +83,7 @@ func (c *pgConn) Begin() (driver.Tx, error) {
 
 func (c *pgConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
 	if c.tx != nil {
-		return nil, errors.New("ledger/pgx: transaction already open")
+		return nil, errors.New("sqldb/pgx: transaction already open")
 	}
 	var o pgx.TxOptions
 	switch sql.IsolationLevel(opts.Isolation) {
@@ -97,7 +97,7 @@ func (c *pgConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx,
 	case sql.LevelReadUncommitted:
 		o.IsoLevel = pgx.ReadUncommitted
 	default:
-		return nil, fmt.Errorf("ledger/pgx: unsupported isolation level %d", opts.Isolation)
+		return nil, fmt.Errorf("sqldb/pgx: unsupported isolation level %d", opts.Isolation)
 	}
 	if opts.ReadOnly {
 		o.AccessMode = pgx.ReadOnly
@@ -146,7 +146,7 @@ func (t pgTx) Commit() error {
 	tx := t.c.tx
 	t.c.tx = nil
 	if tx == nil {
-		return errors.New("ledger/pgx: no transaction")
+		return errors.New("sqldb/pgx: no transaction")
 	}
 	return tx.Commit(context.Background())
 }
@@ -155,7 +155,7 @@ func (t pgTx) Rollback() error {
 	tx := t.c.tx
 	t.c.tx = nil
 	if tx == nil {
-		return errors.New("ledger/pgx: no transaction")
+		return errors.New("sqldb/pgx: no transaction")
 	}
 	return tx.Rollback(context.Background())
 }
