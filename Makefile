@@ -12,8 +12,11 @@ all: build
 build:
 	$(GO) build -o $(BIN) ./cmd/valuechip
 
-# The main job on the embedded default: an in-process card, no system
-# services. Its state lives in a throwaway directory.
+# The main job on the embedded default: in-process cards and the money
+# server on SQLite (started in the background, stopped on exit), no system
+# services — purse, online load, offline payments, settlement, report,
+# remote issuance, log upload, discrepancies, wallet. Its state lives in a
+# throwaway directory.
 demo: build
 	@./scripts/demo.sh $(BIN)
 

@@ -95,6 +95,35 @@ func TestServerCLI(t *testing.T) {
 			require.Contains(t, string(body), `valuechip_server_requests_total{code="00",mti="0800"} 2`)
 			require.Contains(t, string(body), "valuechip_server_loads_in_progress 0")
 
+			// The same listener serves the rest of the HTTP side.
+			for _, c := range []struct {
+				method, path, body string
+				status             int
+				want               string
+			}{
+				{"GET", "/healthz", "", http.StatusOK, "ok"},
+				{"GET", "/v1/wallets/nobody", "", http.StatusNotFound, `"code":"14"`},
+				{"POST", "/v1/register", "{}", http.StatusBadRequest, `"malformed"`},
+				{"POST", "/v1/cards/1122334455667788/log", `{"records":[]}`, http.StatusBadRequest, "error"},
+				{"GET", "/nowhere", "", http.StatusNotFound, ""},
+			} {
+				req, err := http.NewRequestWithContext(ctx, c.method, "http://"+metricsAddr+c.path, strings.NewReader(c.body))
+				require.NoError(t, err)
+				req.Header.Set("Content-Type", "application/json")
+				hr, err := http.DefaultClient.Do(req)
+				require.NoError(t, err)
+				b, _ := io.ReadAll(hr.Body)
+				_ = hr.Body.Close()
+				require.Equal(t, c.status, hr.StatusCode, "%s %s: %s", c.method, c.path, b)
+				require.Contains(t, strings.ReplaceAll(string(b), " ", ""), c.want, "%s %s", c.method, c.path)
+			}
+			hr, err = http.Get("http://" + metricsAddr + "/metrics")
+			require.NoError(t, err)
+			body, _ = io.ReadAll(hr.Body)
+			_ = hr.Body.Close()
+			require.Contains(t, string(body), `valuechip_server_http_requests_total{code="200",route="healthz"} 1`)
+			require.Contains(t, string(body), `valuechip_server_http_requests_total{code="404",route="other"} 1`)
+
 			cancel()
 			require.NoError(t, <-done)
 			require.Contains(t, stdout, "ready: listening on "+addr)
@@ -102,9 +131,13 @@ func TestServerCLI(t *testing.T) {
 			out, _, err := cli(t, context.Background(), nil, "server", "report", "--db", dsn)
 			require.NoError(t, err)
 			require.Contains(t, out, "imbalance: 0")
-			out, _, err = cli(t, context.Background(), nil, "server", "report", "--db", dsn, "--json")
+			require.Contains(t, out, "DISCREPANCIES: none")
+			require.Contains(t, out, "WALLETS")
+			out, _, err = cli(t, context.Background(), nil, "report", "--db", dsn, "--json")
 			require.NoError(t, err)
 			require.Contains(t, out, `"imbalance": {}`)
+			require.Contains(t, out, `"discrepancies": []`)
+			require.Contains(t, out, `"wallets": []`)
 		})
 	}
 }
@@ -114,4 +147,8 @@ func TestServerCLIUsage(t *testing.T) {
 	require.ErrorContains(t, err, "--seed-ttl")
 	_, _, err = cli(t, context.Background(), nil, "server", "--log-format", "xml")
 	require.ErrorContains(t, err, "--log-format")
+	_, _, err = cli(t, context.Background(), nil, "server", "--metrics", "127.0.0.1:1", "--http", "127.0.0.1:2")
+	require.ErrorContains(t, err, "--metrics")
+	_, _, err = cli(t, context.Background(), nil, "server", "--wallet-levels", "1=x")
+	require.ErrorContains(t, err, "--wallet-levels")
 }

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/valuechip/valuechip/host/sqldb"
 )
@@ -100,9 +101,9 @@ func (b *adviceBatch) flush(ctx context.Context, t sqldb.Tx) error {
 
 // ApplyAdvices implements Store. It posts each debit advice (purse shadow →
 // merchant payable, created on demand) and records its ATC, all in one
-// database transaction — one commit, one fsync, for the whole slice — with a
-// savepoint per advice so that an advice that fails leaves no trace and does
-// not spoil the others. The results are in the order of advices.
+// database transaction — one commit, one fsync, for the whole slice. The
+// results are in the order of advices, as if the advices had been applied
+// one after the other.
 //
 // The identity of an advice is its card record (CardID, ATC, Digest):
 //   - a record already posted, with the same content → Receipt.Replayed,
@@ -113,23 +114,36 @@ func (b *adviceBatch) flush(ctx context.Context, t sqldb.Tx) error {
 //     that is cloned or rolled back, purse.md §9.5);
 //   - a key already used for another card or ATC → ErrConflict.
 //
+// The work is set-based (docs/ledger.md §11): what the batch needs is read
+// with a few multi-row SELECTs, every advice is decided in memory in order
+// (so an advice that fails is refused before anything is written, and does
+// not spoil the others), then the batch is written with multi-row INSERTs and
+// one UPDATE per chunk of touched accounts and cards. Should a write fail
+// unexpectedly (not a serialization failure, which retries the whole
+// transaction), the batch is applied again one advice per savepoint
+// (applyOneByOne), so that only the advice at fault fails.
+//
 // Advices failing validation are answered without touching the database. An
 // error of the transaction itself (closed store, context, database down) is
 // set on every advice: none of them was posted.
 func (s *SQLStore) ApplyAdvices(ctx context.Context, advices []DebitAdvice) []AdviceResult {
+	return s.applyAdvices(ctx, advices, true)
+}
+
+// applyAdvices is ApplyAdvices; setBased false goes straight to the
+// per-advice path (tests compare the two).
+func (s *SQLStore) applyAdvices(ctx context.Context, advices []DebitAdvice, setBased bool) []AdviceResult {
 	out := make([]AdviceResult, len(advices))
-	type item struct {
-		i    int
-		hash string
-	}
-	var items []item
-	var accounts []string
+	var (
+		items    []adviceItem
+		accounts []string
+	)
 	for i, a := range advices {
 		if err := validateAdvice(a); err != nil {
 			out[i].Err = err
 			continue
 		}
-		items = append(items, item{i, adviceHash(a)})
+		items = append(items, adviceItem{i: i, a: a, hash: adviceHash(a)})
 		accounts = append(accounts, legAccounts(debitLegs(a))...)
 	}
 	if len(items) == 0 {
@@ -137,37 +151,28 @@ func (s *SQLStore) ApplyAdvices(ctx context.Context, advices []DebitAdvice) []Ad
 	}
 	defer s.lockAccounts(accounts...)()
 	attempt := make([]AdviceResult, len(advices))
-	err := s.inTx(ctx, true, func(t sqldb.Tx) error {
-		b := &adviceBatch{now: micros(s.now()), batches: map[string]int64{}, balances: map[string]int64{}, dirty: map[string]bool{}}
-		for _, it := range items {
-			var (
-				r   AdviceResult
-				bal []accountBalance
-			)
-			err := t.Savepoint(ctx, func(t sqldb.Tx) error {
-				var err error
-				r, bal, err = s.applyAdvice(ctx, t, b, advices[it.i], it.hash)
-				return err
-			})
-			if err != nil {
-				if sqldb.Retryable(err) {
-					return err
-				}
-				r = AdviceResult{Err: err}
-			} else {
-				// Only now are the advice's balances those of the
-				// transaction: a failed advice was rolled back.
-				for _, ab := range bal {
-					b.balances[ab.id] = ab.balance
-					if ab.dirty {
-						b.dirty[ab.id] = true
-					}
-				}
+	var (
+		setErr error
+		err    = errFallback
+	)
+	if setBased {
+		err = s.inTx(ctx, true, func(t sqldb.Tx) error {
+			err := s.applySet(ctx, t, items, attempt)
+			if err != nil && !sqldb.Retryable(err) && !errors.Is(err, ErrClosed) && ctx.Err() == nil {
+				setErr = err
+				return errFallback
 			}
-			attempt[it.i] = r
+			return err
+		})
+	}
+	if errors.Is(err, errFallback) {
+		err = s.inTx(ctx, true, func(t sqldb.Tx) error {
+			return s.applyOneByOne(ctx, t, advices, items, attempt)
+		})
+		if err != nil {
+			err = fmt.Errorf("%w (set-based attempt: %w)", err, setErr)
 		}
-		return b.flush(ctx, t)
-	})
+	}
 	for _, it := range items {
 		if err != nil {
 			out[it.i] = AdviceResult{Err: err}
@@ -176,6 +181,51 @@ func (s *SQLStore) ApplyAdvices(ctx context.Context, advices []DebitAdvice) []Ad
 		}
 	}
 	return out
+}
+
+// errFallback ends a set-based attempt that failed for a reason other than
+// a serialization failure: the batch is applied advice by advice instead.
+var errFallback = errors.New("ledger: set-based advice batch failed")
+
+type adviceItem struct {
+	i    int
+	a    DebitAdvice
+	hash string
+}
+
+// applyOneByOne applies the advices one savepoint each: the fallback of
+// applySet, slower (a dozen statements per advice) but able to isolate an
+// advice whose write fails.
+func (s *SQLStore) applyOneByOne(ctx context.Context, t sqldb.Tx, advices []DebitAdvice, items []adviceItem, attempt []AdviceResult) error {
+	b := &adviceBatch{now: micros(s.now()), batches: map[string]int64{}, balances: map[string]int64{}, dirty: map[string]bool{}}
+	for _, it := range items {
+		var (
+			r   AdviceResult
+			bal []accountBalance
+		)
+		err := t.Savepoint(ctx, func(t sqldb.Tx) error {
+			var err error
+			r, bal, err = s.applyAdvice(ctx, t, b, advices[it.i], it.hash)
+			return err
+		})
+		if err != nil {
+			if sqldb.Retryable(err) {
+				return err
+			}
+			r = AdviceResult{Err: err}
+		} else {
+			// Only now are the advice's balances those of the
+			// transaction: a failed advice was rolled back.
+			for _, ab := range bal {
+				b.balances[ab.id] = ab.balance
+				if ab.dirty {
+					b.dirty[ab.id] = true
+				}
+			}
+		}
+		attempt[it.i] = r
+	}
+	return b.flush(ctx, t)
 }
 
 // accountBalance is an account's balance after an advice; dirty: not
@@ -375,3 +425,607 @@ func statusRank(s ATCStatus) int {
 	}
 	return 2
 }
+
+// The set-based path of ApplyAdvices (docs/ledger.md §11).
+
+type recordID struct {
+	card   string
+	atc    uint32
+	digest string
+}
+
+type cardATC struct {
+	card string
+	atc  uint32
+}
+
+// knownRecord is a card record in ledger_advices, or posted earlier in the
+// batch (rc set).
+type knownRecord struct {
+	kind, hash string
+	rc         *Receipt
+}
+
+type keyUse struct {
+	card string
+	atc  uint32
+	kind string
+}
+
+// cardState is a card's ATC counters (ledger_cards) as the batch leaves them.
+type cardState struct {
+	last, seen, dups int64
+	exists, touched  bool
+}
+
+// accountState is an account's balance as the batch leaves it.
+type accountState struct {
+	kind            AccountKind
+	ref, currency   string
+	balance         int64
+	exists, touched bool
+}
+
+// adviceSet is what applySet knows of the batch's records, cards and
+// accounts, read from the database and updated advice by advice in memory.
+type adviceSet struct {
+	records  map[recordID]*knownRecord
+	keys     map[string][]keyUse
+	atcs     map[cardATC]string // digest of the first record of each ATC
+	dupKnown map[recordID]bool  // duplicates listed in ledger_atc_duplicates
+	cards    map[string]*cardState
+	accounts map[string]*accountState
+	batches  map[string]int64
+
+	// Rows to write, flat, in column order.
+	postings, legs, atcRows, dupRows, adviceRows []any
+	// replays of records posted before this batch: their receipts are read
+	// after the decisions.
+	replays []replay
+}
+
+type replay struct {
+	i    int
+	pkey string
+}
+
+// applySet applies the advices of items set-based in transaction t, writing
+// each advice's result into res. An error means that nothing can be trusted
+// of the attempt (the transaction is rolled back).
+func (s *SQLStore) applySet(ctx context.Context, t sqldb.Tx, items []adviceItem, res []AdviceResult) error {
+	now := micros(s.now())
+	st := &adviceSet{records: map[recordID]*knownRecord{}, keys: map[string][]keyUse{}, atcs: map[cardATC]string{},
+		dupKnown: map[recordID]bool{}, cards: map[string]*cardState{}, accounts: map[string]*accountState{},
+		batches: map[string]int64{}}
+	if err := st.read(ctx, t, items); err != nil {
+		return err
+	}
+	for _, it := range items {
+		r, err := st.decide(ctx, t, it, now)
+		if err != nil {
+			if isAdviceRefusal(err) {
+				res[it.i] = AdviceResult{Err: err}
+				continue
+			}
+			return err
+		}
+		res[it.i] = r
+	}
+	if err := st.write(ctx, t, now); err != nil {
+		return err
+	}
+	for _, rp := range st.replays {
+		rc, _, ok, err := s.postingByKey(ctx, t, rp.pkey)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("ledger: posting %s of a recorded advice is missing", rp.pkey)
+		}
+		rc.Replayed = true
+		res[rp.i].Receipt = rc
+	}
+	return nil
+}
+
+// isAdviceRefusal tells the errors that refuse one advice (the others go
+// on) from those of the transaction.
+func isAdviceRefusal(err error) bool {
+	return errors.Is(err, ErrConflict) || errors.Is(err, ErrOverflow) || errors.Is(err, ErrCurrency)
+}
+
+// read loads what the batch needs, a few multi-row SELECTs per chunk of
+// advices: the records and keys already posted, the ATCs already recorded,
+// the cards' counters, the accounts and the terminals' open batches.
+func (st *adviceSet) read(ctx context.Context, t sqldb.Tx, items []adviceItem) error {
+	var (
+		recArgs, keyArgs, atcArgs, cardArgs, accArgs, termArgs []any
+		seenRec                                                = map[recordID]bool{}
+		seenKey, seenCard, seenAcc, seenTerm                   = map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}
+		seenATC                                                = map[cardATC]bool{}
+	)
+	for _, it := range items {
+		a := it.a
+		if r := (recordID{a.CardID, a.ATC, a.Digest}); !seenRec[r] {
+			seenRec[r] = true
+			recArgs = append(recArgs, a.CardID, int64(a.ATC), a.Digest)
+		}
+		if !seenKey[a.Key] {
+			seenKey[a.Key] = true
+			keyArgs = append(keyArgs, a.Key)
+		}
+		if c := (cardATC{a.CardID, a.ATC}); !seenATC[c] {
+			seenATC[c] = true
+			atcArgs = append(atcArgs, a.CardID, int64(a.ATC))
+		}
+		if !seenCard[a.CardID] {
+			seenCard[a.CardID] = true
+			cardArgs = append(cardArgs, a.CardID)
+		}
+		for _, l := range debitLegs(a) {
+			if !seenAcc[l.Account] {
+				seenAcc[l.Account] = true
+				accArgs = append(accArgs, l.Account)
+			}
+		}
+		if !seenTerm[a.TerminalID] {
+			seenTerm[a.TerminalID] = true
+			termArgs = append(termArgs, a.TerminalID)
+		}
+	}
+	scanAdvice := func(rows *sql.Rows) error {
+		var (
+			card, digest, kind, key, hash string
+			atc                           int64
+		)
+		if err := rows.Scan(&card, &atc, &digest, &kind, &key, &hash); err != nil {
+			return err
+		}
+		st.records[recordID{card, uint32(atc), digest}] = &knownRecord{kind: kind, hash: hash}
+		st.keys[key] = append(st.keys[key], keyUse{card: card, atc: uint32(atc), kind: kind})
+		return nil
+	}
+	if err := queryChunks(ctx, t, &qAdviceByRecord, recArgs, scanAdvice); err != nil {
+		return fmt.Errorf("ledger: read advices: %w", err)
+	}
+	if err := queryChunks(ctx, t, &qAdviceByKey, keyArgs, scanAdvice); err != nil {
+		return fmt.Errorf("ledger: read advices: %w", err)
+	}
+	if err := queryChunks(ctx, t, &qCardATCs, atcArgs, func(rows *sql.Rows) error {
+		var (
+			card, digest string
+			atc          int64
+		)
+		if err := rows.Scan(&card, &atc, &digest); err != nil {
+			return err
+		}
+		st.atcs[cardATC{card, uint32(atc)}] = digest
+		return nil
+	}); err != nil {
+		return fmt.Errorf("ledger: read ATCs: %w", err)
+	}
+	if err := queryChunks(ctx, t, &qCards, cardArgs, func(rows *sql.Rows) error {
+		var (
+			card string
+			c    = &cardState{exists: true}
+		)
+		if err := rows.Scan(&card, &c.last, &c.seen, &c.dups); err != nil {
+			return err
+		}
+		st.cards[card] = c
+		return nil
+	}); err != nil {
+		return fmt.Errorf("ledger: read cards: %w", err)
+	}
+	if err := queryChunks(ctx, t, &qAccounts, accArgs, func(rows *sql.Rows) error {
+		var (
+			id string
+			a  = &accountState{exists: true}
+		)
+		if err := rows.Scan(&id, &a.currency, &a.balance); err != nil {
+			return err
+		}
+		st.accounts[id] = a
+		return nil
+	}); err != nil {
+		return fmt.Errorf("ledger: read accounts: %w", err)
+	}
+	if err := queryChunks(ctx, t, &qTerminals, termArgs, func(rows *sql.Rows) error {
+		var (
+			id string
+			n  int64
+		)
+		if err := rows.Scan(&id, &n); err != nil {
+			return err
+		}
+		st.batches[id] = n
+		return nil
+	}); err != nil {
+		return fmt.Errorf("ledger: read terminal batches: %w", err)
+	}
+	return nil
+}
+
+// decide applies one advice to the in-memory state, as applyAdvice would to
+// the database, and queues its rows. A refused advice (ErrConflict,
+// ErrOverflow, ErrCurrency) changes nothing.
+func (st *adviceSet) decide(ctx context.Context, t sqldb.Tx, it adviceItem, now int64) (AdviceResult, error) {
+	a := it.a
+	rid := recordID{a.CardID, a.ATC, a.Digest}
+	known, found := st.records[rid]
+	if found && (known.kind != string(AdviceDebit) || known.hash != it.hash) {
+		return AdviceResult{}, fmt.Errorf("%w: card %s ATC %d record %s was posted with other details", ErrConflict, a.CardID, a.ATC, a.Digest)
+	}
+	for _, u := range st.keys[a.Key] {
+		// A load completion whose transaction key equals this key does
+		// not count; a second digest for the same card and ATC may share
+		// the key (a duplicate).
+		if u.kind == string(AdviceDebit) && (u.card != a.CardID || u.atc != a.ATC) {
+			return AdviceResult{}, fmt.Errorf("%w: advice key %q was used for card %s ATC %d", ErrConflict, a.Key, u.card, u.atc)
+		}
+	}
+	c := st.cards[a.CardID]
+	if found {
+		r := AdviceResult{ATC: ATCResult{Status: ATCRepeat}}
+		if c != nil {
+			r.ATC.LastATC, r.ATC.Missing = uint32(c.last), missing(c.last, c.seen)
+		}
+		if known.rc != nil {
+			r.Receipt = *known.rc
+			r.Receipt.Legs = append([]Leg(nil), known.rc.Legs...)
+			r.Receipt.Replayed = true
+		} else {
+			st.replays = append(st.replays, replay{i: it.i, pkey: adviceKey(a)})
+		}
+		return r, nil
+	}
+
+	// Every check that can refuse the advice comes first.
+	legs := debitLegs(a)
+	refs := [2]struct {
+		kind AccountKind
+		ref  string
+	}{{KindPurse, a.CardID}, {KindMerchant, a.MerchantID}}
+	var newBal [2]int64
+	for i, l := range legs {
+		var bal int64
+		if acc := st.accounts[l.Account]; acc != nil {
+			if acc.currency != l.Currency {
+				return AdviceResult{}, fmt.Errorf("%w: account %s is in %s", ErrCurrency, l.Account, acc.currency)
+			}
+			bal = acc.balance
+		}
+		nb, err := checkedAdd(bal, l.Amount)
+		if err != nil {
+			return AdviceResult{}, fmt.Errorf("leg %d on %s: %w", i, l.Account, err)
+		}
+		newBal[i] = nb
+	}
+	var atc ATCResult
+	ca := cardATC{a.CardID, a.ATC}
+	digest, recorded := st.atcs[ca]
+	var addDup bool
+	if recorded && digest != a.Digest {
+		listed, ok := st.dupKnown[rid]
+		if !ok {
+			var err error
+			if listed, err = duplicateKnown(ctx, t, a.CardID, a.ATC, a.Digest); err != nil {
+				return AdviceResult{}, err
+			}
+		}
+		addDup = !listed
+	}
+	id, err := newID()
+	if err != nil {
+		return AdviceResult{}, err
+	}
+
+	// Decided: update the state and queue the rows.
+	if c == nil {
+		c = &cardState{}
+		st.cards[a.CardID] = c
+	}
+	c.touched = true
+	switch {
+	case !recorded:
+		atc.Status = ATCNew
+		c.seen++
+		atc.Gaps, c.last = advanceATC(c.last, a.ATC)
+		st.atcs[ca] = a.Digest
+		st.atcRows = append(st.atcRows, a.CardID, int64(a.ATC), a.Digest, a.TerminalID, now)
+	case digest == a.Digest:
+		atc.Status = ATCRepeat
+	default:
+		atc.Status = ATCDuplicate
+		c.dups++
+		st.dupKnown[rid] = true
+		if addDup {
+			did, err := newID()
+			if err != nil {
+				return AdviceResult{}, err
+			}
+			st.dupRows = append(st.dupRows, did, a.CardID, int64(a.ATC), a.Digest, a.TerminalID, now)
+		}
+	}
+	atc.LastATC, atc.Missing = uint32(c.last), missing(c.last, c.seen)
+	for i, l := range legs {
+		acc := st.accounts[l.Account]
+		if acc == nil {
+			acc = &accountState{currency: l.Currency}
+			st.accounts[l.Account] = acc
+		}
+		acc.kind, acc.ref = refs[i].kind, refs[i].ref
+		acc.balance, acc.touched = newBal[i], true
+	}
+	pkey := adviceKey(a)
+	st.postings = append(st.postings, id, pkey, postingHash(a.Memo, legs), a.Memo, a.Key, now)
+	for i, l := range legs {
+		st.legs = append(st.legs, id, i, l.Account, l.Amount, l.Currency)
+	}
+	batch, ok := st.batches[a.TerminalID]
+	if !ok {
+		batch = 1 // a terminal that never closed a batch (openBatch)
+	}
+	st.adviceRows = append(st.adviceRows, a.CardID, int64(a.ATC), a.Digest, string(AdviceDebit), a.Key, it.hash, a.TerminalID,
+		a.MerchantID, a.Amount, a.Currency, pkey, string(atc.Status), batch, now)
+	rc := Receipt{ID: id, Key: pkey, Memo: a.Memo, TxnKey: a.Key, Legs: legs, CreatedAt: fromMicros(now)}
+	st.records[rid] = &knownRecord{kind: string(AdviceDebit), hash: it.hash, rc: &rc}
+	st.keys[a.Key] = append(st.keys[a.Key], keyUse{card: a.CardID, atc: a.ATC, kind: string(AdviceDebit)})
+	out := rc
+	out.Legs = append([]Leg(nil), legs...)
+	return AdviceResult{Receipt: out, ATC: atc}, nil
+}
+
+// write stores what decide queued: accounts first (the legs reference
+// them), then postings, legs, ATCs, duplicates, cards, balances and the
+// advice records. Existing rows are updated in key order (a fixed lock
+// order on PostgreSQL).
+func (st *adviceSet) write(ctx context.Context, t sqldb.Tx, now int64) error {
+	var newAccounts, balances []any
+	for _, id := range sortedKeys(st.accounts) {
+		a := st.accounts[id]
+		switch {
+		case !a.touched:
+		case a.exists:
+			balances = append(balances, id, a.balance)
+		default:
+			newAccounts = append(newAccounts, id, string(a.kind), a.ref, a.currency, a.balance, now)
+		}
+	}
+	var newCards, cards []any
+	for _, id := range sortedKeys(st.cards) {
+		c := st.cards[id]
+		switch {
+		case !c.touched:
+		case c.exists:
+			cards = append(cards, id, c.last, c.seen, c.dups)
+		default:
+			newCards = append(newCards, id, c.last, c.seen, c.dups, now)
+		}
+	}
+	for _, w := range []struct {
+		what string
+		q    *chunkStmt
+		args []any
+	}{
+		{"create accounts", &xAccounts, newAccounts},
+		{"insert postings", &xPostings, st.postings},
+		{"insert legs", &xLegs, st.legs},
+		{"record ATCs", &xCardATCs, st.atcRows},
+		{"record ATC duplicates", &xDuplicates, st.dupRows},
+		{"record cards", &xCards, newCards},
+		{"update cards", &uCards, cards},
+		{"update balances", &uBalances, balances},
+		{"record advices", &xAdvices, st.adviceRows},
+	} {
+		if err := execChunks(ctx, t, w.q, w.args, now); err != nil {
+			return fmt.Errorf("ledger: %s: %w", w.what, err)
+		}
+	}
+	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// chunkStmt is a statement over a variable number of rows: head, then the
+// row term k times joined by sep, then tail — or, for a CASE update (cols
+// set), UPDATE table SET col = CASE key WHEN ? THEN ? … END, … [, timeCol =
+// ?] WHERE key IN (…). Row counts are powers of two up to max (queries are
+// padded by repeating their last row, writes are split), so that a handful
+// of statement texts serve every batch and stay prepared (sqldb caches
+// statements by text).
+type chunkStmt struct {
+	head, term, sep, tail string
+	// CASE update: the table, its key column, the columns set (a row is
+	// the key then one value per column) and the time column ("": none).
+	table, key, timeCol string
+	cols                []string
+
+	per int // arguments per row
+	max int // rows per statement, a power of two
+
+	mu   sync.Mutex
+	text map[int]string
+}
+
+func (c *chunkStmt) sql(k int) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if q, ok := c.text[k]; ok {
+		return q
+	}
+	var b strings.Builder
+	if len(c.cols) == 0 {
+		b.WriteString(c.head)
+		for i := 0; i < k; i++ {
+			if i > 0 {
+				b.WriteString(c.sep)
+			}
+			b.WriteString(c.term)
+		}
+		b.WriteString(c.tail)
+	} else {
+		// Standard SQL on every engine of docs/ledger.md §10 (UPDATE …
+		// FROM is not); the CASTs type the parameters on PostgreSQL.
+		b.WriteString("UPDATE " + c.table + " SET ")
+		for j, col := range c.cols {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(col + " = CASE " + c.key)
+			for i := 0; i < k; i++ {
+				b.WriteString(" WHEN ? THEN CAST(? AS BIGINT)")
+			}
+			b.WriteString(" END")
+		}
+		if c.timeCol != "" {
+			b.WriteString(", " + c.timeCol + " = ?")
+		}
+		b.WriteString(" WHERE " + c.key + " IN (")
+		for i := 0; i < k; i++ {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("?")
+		}
+		b.WriteString(")")
+	}
+	if c.text == nil {
+		c.text = map[int]string{}
+	}
+	c.text[k] = b.String()
+	return c.text[k]
+}
+
+func pow2Ceil(n int) int {
+	k := 1
+	for k < n {
+		k <<= 1
+	}
+	return k
+}
+
+func pow2Floor(n int) int {
+	k := 1
+	for k*2 <= n {
+		k <<= 1
+	}
+	return k
+}
+
+// queryChunks runs the query c over the rows of args (c.per arguments
+// each), up to c.max rows per statement, padding the last statement to a
+// power of two with its last row; scan is called for every row returned.
+func queryChunks(ctx context.Context, t sqldb.Tx, c *chunkStmt, args []any, scan func(*sql.Rows) error) error {
+	n := len(args) / c.per
+	for start := 0; start < n; {
+		k := min(c.max, pow2Ceil(n-start))
+		end := min(start+k, n)
+		a := make([]any, 0, k*c.per)
+		a = append(a, args[start*c.per:end*c.per]...)
+		for j := end - start; j < k; j++ {
+			a = append(a, args[(end-1)*c.per:end*c.per]...)
+		}
+		if err := queryRows(ctx, t, c.sql(k), a, scan); err != nil {
+			return err
+		}
+		start = end
+	}
+	return nil
+}
+
+func queryRows(ctx context.Context, t sqldb.Tx, q string, args []any, scan func(*sql.Rows) error) error {
+	rows, err := t.Query(ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := scan(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// execChunks runs the statement c over the rows of args, in statements of
+// a power of two of rows up to c.max.
+func execChunks(ctx context.Context, t sqldb.Tx, c *chunkStmt, args []any, now int64) error {
+	n := len(args) / c.per
+	for start := 0; start < n; {
+		k := min(c.max, pow2Floor(n-start))
+		rows := args[start*c.per : (start+k)*c.per]
+		a := rows
+		if len(c.cols) > 0 {
+			a = caseArgs(c, rows, k, now)
+		}
+		if _, err := t.Exec(ctx, c.sql(k), a...); err != nil {
+			return err
+		}
+		start += k
+	}
+	return nil
+}
+
+// caseArgs lays out the arguments of a CASE update of k rows (key, value
+// per column): for each column the (key, value) of every row, then the
+// time, then the keys of the IN list.
+func caseArgs(c *chunkStmt, rows []any, k int, now int64) []any {
+	out := make([]any, 0, 2*len(c.cols)*k+1+k)
+	for j := range c.cols {
+		for r := 0; r < k; r++ {
+			out = append(out, rows[r*c.per], rows[r*c.per+1+j])
+		}
+	}
+	if c.timeCol != "" {
+		out = append(out, now)
+	}
+	for r := 0; r < k; r++ {
+		out = append(out, rows[r*c.per])
+	}
+	return out
+}
+
+// The statements of applySet. Reads are chunked by 64 rows, writes by at
+// most about 1,000 arguments (well below SQLite's and PostgreSQL's limits).
+var (
+	qAdviceByRecord = chunkStmt{head: `SELECT card_id, atc, digest, kind, idem_key, request_hash FROM ledger_advices WHERE `,
+		term: `(card_id = ? AND atc = ? AND digest = ?)`, sep: ` OR `, per: 3, max: 64}
+	qAdviceByKey = chunkStmt{head: `SELECT card_id, atc, digest, kind, idem_key, request_hash FROM ledger_advices WHERE idem_key IN (`,
+		term: `?`, sep: `, `, tail: `)`, per: 1, max: 64}
+	qCardATCs = chunkStmt{head: `SELECT card_id, atc, digest FROM ledger_card_atcs WHERE `,
+		term: `(card_id = ? AND atc = ?)`, sep: ` OR `, per: 2, max: 64}
+	qCards = chunkStmt{head: `SELECT card_id, last_atc, seen, duplicates FROM ledger_cards WHERE card_id IN (`,
+		term: `?`, sep: `, `, tail: `)`, per: 1, max: 64}
+	qAccounts = chunkStmt{head: `SELECT id, currency, balance FROM ledger_accounts WHERE id IN (`,
+		term: `?`, sep: `, `, tail: `)`, per: 1, max: 64}
+	qTerminals = chunkStmt{head: `SELECT terminal_id, batch FROM ledger_terminals WHERE terminal_id IN (`,
+		term: `?`, sep: `, `, tail: `)`, per: 1, max: 64}
+
+	xAccounts = chunkStmt{head: `INSERT INTO ledger_accounts (id, kind, ref, currency, balance, created_at) VALUES `,
+		term: `(?, ?, ?, ?, ?, ?)`, sep: `, `, per: 6, max: 128}
+	xPostings = chunkStmt{head: `INSERT INTO ledger_postings (id, idem_key, request_hash, memo, txn_key, created_at) VALUES `,
+		term: `(?, ?, ?, ?, ?, ?)`, sep: `, `, per: 6, max: 128}
+	xLegs = chunkStmt{head: `INSERT INTO ledger_legs (posting_id, seq, account_id, amount, currency) VALUES `,
+		term: `(?, ?, ?, ?, ?)`, sep: `, `, per: 5, max: 128}
+	xCardATCs = chunkStmt{head: `INSERT INTO ledger_card_atcs (card_id, atc, digest, terminal_id, seen_at) VALUES `,
+		term: `(?, ?, ?, ?, ?)`, sep: `, `, per: 5, max: 128}
+	xDuplicates = chunkStmt{head: `INSERT INTO ledger_atc_duplicates (id, card_id, atc, digest, terminal_id, seen_at) VALUES `,
+		term: `(?, ?, ?, ?, ?, ?)`, sep: `, `, per: 6, max: 128}
+	xCards = chunkStmt{head: `INSERT INTO ledger_cards (card_id, last_atc, seen, duplicates, updated_at) VALUES `,
+		term: `(?, ?, ?, ?, ?)`, sep: `, `, per: 5, max: 128}
+	xAdvices = chunkStmt{head: `INSERT INTO ledger_advices (card_id, atc, digest, kind, idem_key, request_hash, terminal_id,
+merchant_id, amount, currency, posting_key, status, batch, created_at) VALUES `,
+		term: `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, sep: `, `, per: 14, max: 64}
+
+	uCards = chunkStmt{table: "ledger_cards", key: "card_id", cols: []string{"last_atc", "seen", "duplicates"},
+		timeCol: "updated_at", per: 4, max: 64}
+	uBalances = chunkStmt{table: "ledger_accounts", key: "id", cols: []string{"balance"}, per: 2, max: 64}
+)

@@ -2,10 +2,13 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	mrand "math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -50,8 +53,11 @@ func TestApplyAdvices(t *testing.T) {
 		assert.Equal(t, "adv/"+card1+"/2", res[0].Receipt.TxnKey)
 		assert.Equal(t, uint32(2), res[0].ATC.LastATC)
 		assert.Equal(t, []ATCRange{{1, 1}}, res[0].ATC.Gaps)
-		assert.Equal(t, []ATCRange{{1, 1}, {3, 3}}, res[1].ATC.Gaps, "gaps after ATC 4")
+		assert.Equal(t, uint32(1), res[0].ATC.Missing)
+		assert.Equal(t, []ATCRange{{3, 3}}, res[1].ATC.Gaps, "the gap ATC 4 opens")
+		assert.Equal(t, uint32(2), res[1].ATC.Missing, "ATCs 1 and 3 missing after ATC 4")
 		assert.Nil(t, res[2].ATC.Gaps)
+		assert.Zero(t, res[2].ATC.Missing)
 		assert.Equal(t, int64(450), balance(t, s, purse1))
 		assert.Equal(t, int64(50), balance(t, s, purse2))
 		assert.Equal(t, int64(-500), balance(t, s, merchant))
@@ -60,6 +66,7 @@ func TestApplyAdvices(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, uint32(4), cs.LastATC)
 		assert.Equal(t, 2, cs.Seen)
+		assert.Equal(t, []ATCRange{{1, 1}, {3, 3}}, cs.Gaps)
 
 		rep, err := s.Report(ctx)
 		require.NoError(t, err)
@@ -364,4 +371,111 @@ func TestBatcherClose(t *testing.T) {
 	defer b2.Close()
 	assert.ErrorIs(t, b2.Submit(cctx, advice(card1, 100, "tc", 1)).Err, context.Canceled)
 	assert.Equal(t, int64(20), balance(t, s, purse1), "a cancelled advice is not applied")
+}
+
+// The set-based path decides exactly as the per-advice path (a savepoint
+// per advice): random batches full of replays, duplicates, reused keys,
+// gaps, invalid advices and a merchant at the edge of int64 give the same
+// results, balances, card pictures, records and batch totals.
+func TestApplyAdvicesSetMatchesOneByOne(t *testing.T) {
+	forEach(t, func(t *testing.T, set *SQLStore) {
+		ctx := context.Background()
+		one := openStore(t, set.Dialect())
+		for _, s := range []*SQLStore{set, one} {
+			_, err := s.EnsureAccount(ctx, KindMerchant, "FULL", eur)
+			require.NoError(t, err)
+			_, err = s.EnsureAccount(ctx, KindFunding, "edge", eur)
+			require.NoError(t, err)
+			_, err = s.Post(ctx, Posting{Key: "edge", Legs: []Leg{
+				{AccountID(KindMerchant, "FULL", eur), -(math.MaxInt64 - 20), eur}, {AccountID(KindFunding, "edge", eur), math.MaxInt64 - 20, eur}}})
+			require.NoError(t, err)
+			// A load completion's record and an ATC seen by RecordATC only.
+			_, err = s.RecordATC(ctx, ATCAdvice{CardID: "C1", ATC: 3, Digest: "a3", TerminalID: term1})
+			require.NoError(t, err)
+		}
+		rng := mrand.New(mrand.NewPCG(5, 6))
+		cards := []string{"C0", "C1", "C2", "C3"}
+		merchants := []string{"M1", "M2", "FULL"}
+		gen := func() DebitAdvice {
+			card := cards[rng.IntN(len(cards))]
+			atc := uint32(1 + rng.IntN(7))
+			digest := fmt.Sprintf("a%d", atc)
+			if rng.IntN(5) == 0 {
+				digest = fmt.Sprintf("b%d", atc) // a clone
+			}
+			a := DebitAdvice{Key: fmt.Sprintf("adv/%s/%d", card, atc), CardID: card, TerminalID: term1,
+				MerchantID: merchants[rng.IntN(len(merchants))], ATC: atc, Digest: digest, Amount: int64(1 + rng.IntN(4)),
+				Currency: eur, Memo: "m"}
+			switch rng.IntN(12) {
+			case 0:
+				a.Key = "shared" // reused across records
+			case 1:
+				a.Amount = 0 // invalid
+			case 2:
+				a.Memo = "other" // conflicts with the same record posted before
+			}
+			return a
+		}
+		for round := 0; round < 10; round++ {
+			batch := make([]DebitAdvice, 1+rng.IntN(40))
+			for i := range batch {
+				batch[i] = gen()
+			}
+			rs := set.ApplyAdvices(ctx, batch)
+			ro := one.applyAdvices(ctx, batch, false)
+			require.Len(t, rs, len(batch))
+			for i := range batch {
+				msg := fmt.Sprintf("round %d advice %d %+v", round, i, batch[i])
+				if ro[i].Err != nil {
+					// Which of two conflicts is named first may differ.
+					require.Error(t, rs[i].Err, msg)
+					for _, e := range []error{ErrInvalid, ErrConflict, ErrOverflow, ErrCurrency} {
+						assert.Equal(t, errors.Is(ro[i].Err, e), errors.Is(rs[i].Err, e), "%s: %v / %v", msg, ro[i].Err, rs[i].Err)
+					}
+					continue
+				}
+				require.NoError(t, rs[i].Err, msg)
+				assert.Equal(t, ro[i].ATC, rs[i].ATC, msg)
+				assert.Equal(t, ro[i].Receipt.Replayed, rs[i].Receipt.Replayed, msg)
+				assert.Equal(t, ro[i].Receipt.Key, rs[i].Receipt.Key, msg)
+				assert.Equal(t, ro[i].Receipt.TxnKey, rs[i].Receipt.TxnKey, msg)
+				assert.Equal(t, ro[i].Receipt.Memo, rs[i].Receipt.Memo, msg)
+				assert.Equal(t, ro[i].Receipt.Legs, rs[i].Receipt.Legs, msg)
+			}
+		}
+		// (Report would overflow: the FULL merchant is at the edge.)
+		for _, m := range merchants {
+			id := AccountID(KindMerchant, m, eur)
+			ba, erra := set.Balance(ctx, id)
+			bb, errb := one.Balance(ctx, id)
+			assert.Equal(t, errb == nil, erra == nil, m)
+			assert.Equal(t, bb, ba, m)
+		}
+		for _, c := range cards {
+			pa, erra := set.Card(ctx, c)
+			pb, errb := one.Card(ctx, c)
+			assert.Equal(t, errb, erra, c)
+			assert.Equal(t, pb, pa, c)
+			ba, err := set.Balance(ctx, AccountID(KindPurse, c, eur))
+			require.NoError(t, err)
+			bb, err := one.Balance(ctx, AccountID(KindPurse, c, eur))
+			require.NoError(t, err)
+			assert.Equal(t, bb, ba, c)
+			aa, err := set.CardAdvices(ctx, c)
+			require.NoError(t, err)
+			ab, err := one.CardAdvices(ctx, c)
+			require.NoError(t, err)
+			require.Len(t, aa, len(ab), c)
+			for i := range aa {
+				aa[i].At, ab[i].At = time.Time{}, time.Time{}
+			}
+			assert.Equal(t, ab, aa, c)
+		}
+		ta, err := set.OpenBatchTotals(ctx, term1)
+		require.NoError(t, err)
+		tb, err := one.OpenBatchTotals(ctx, term1)
+		require.NoError(t, err)
+		assert.Equal(t, tb, ta)
+		assert.NotZero(t, ta.Debits)
+	})
 }

@@ -31,12 +31,12 @@ type pending struct {
 	ok  chan struct{}
 }
 
-// Default batch limits: on PostgreSQL every advice is a subtransaction
-// (its savepoint), and more than 64 in one transaction overflow the
-// server's subtransaction cache (sqldb.Tx.Savepoint).
+// Default batch limits. ApplyAdvices is set-based (no savepoint per
+// advice), so PostgreSQL takes batches as large as SQLite; a larger batch
+// only waits for more advices when they arrive faster than one commit.
 const (
 	DefaultMaxBatchSQLite   = 512
-	DefaultMaxBatchPostgres = 64
+	DefaultMaxBatchPostgres = 512
 )
 
 // NewBatcher starts a batcher over s; maxBatch ≤ 0 picks the engine's

@@ -61,3 +61,20 @@ func TestOpenLegacyLedger(t *testing.T) {
 	assert.Len(t, applied, len(migrationFiles(t)))
 	assert.Equal(t, int64(1), applied[0])
 }
+
+// New leaves the database to its owner: closing the store does not close it,
+// and a second store (or another component) can use it.
+func TestNewDoesNotOwnDB(t *testing.T) {
+	forEach(t, func(t *testing.T, s *SQLStore) {
+		ctx := context.Background()
+		require.NoError(t, s.Close())
+		_, err := s.EnsureAccount(ctx, KindPurse, "01", eur)
+		require.ErrorIs(t, err, ErrClosed)
+		require.NoError(t, s.DB().SQL().PingContext(ctx))
+		s2, err := New(ctx, s.DB())
+		require.NoError(t, err, "migrating again is a no-op")
+		_, err = s2.EnsureAccount(ctx, KindPurse, "01", eur)
+		require.NoError(t, err)
+		assert.Equal(t, s.Dialect(), s2.Dialect())
+	})
+}

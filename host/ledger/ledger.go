@@ -223,8 +223,14 @@ type ATCRange struct{ From, To uint32 }
 // ATCResult is the outcome of RecordATC.
 type ATCResult struct {
 	Status  ATCStatus
-	LastATC uint32     // highest ATC seen for the card, after this advice
-	Gaps    []ATCRange // ATCs in 1..LastATC never reported
+	LastATC uint32 // highest ATC seen for the card, after this advice
+	// Missing is how many ATCs in 1..LastATC were never reported, after
+	// this advice: the total size of the card's gaps (Card lists them).
+	Missing uint32
+	// Gaps are the gaps this advice opened: [previous last ATC + 1, ATC − 1]
+	// when its ATC jumped ahead, nil otherwise (a repeat, the next ATC, or
+	// one filling an older gap). Known in O(1) per advice (docs/ledger.md §6).
+	Gaps []ATCRange
 }
 
 // CardStatus is the ATC picture of one card.

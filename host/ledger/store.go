@@ -548,8 +548,10 @@ func (s *SQLStore) RecordATC(ctx context.Context, a ATCAdvice) (ATCResult, error
 }
 
 // recordATC records an ATC advice inside a transaction (RecordATC). The
-// card's last ATC is the highest recorded, so it comes with the list the gaps
-// are computed from.
+// card's row keeps its last ATC and how many distinct ATCs were recorded, so
+// the gap this advice opens and the number of ATCs missing below the last
+// are known in O(1), without reading the card's history (Card lists the
+// gaps).
 func (s *SQLStore) recordATC(ctx context.Context, t sqldb.Tx, a ATCAdvice, now int64) (ATCResult, error) {
 	var res ATCResult
 	ins, err := t.Exec(ctx, `INSERT INTO ledger_card_atcs (card_id, atc, digest, terminal_id, seen_at) VALUES (?, ?, ?, ?, ?)
@@ -561,8 +563,22 @@ ON CONFLICT (card_id, atc) DO NOTHING`, a.CardID, int64(a.ATC), a.Digest, a.Term
 	if err != nil {
 		return res, fmt.Errorf("ledger: record ATC: %w", err)
 	}
+	var (
+		last, seen int64
+		exists     = true
+	)
+	err = t.QueryRow(ctx, `SELECT last_atc, seen FROM ledger_cards WHERE card_id = ?`, a.CardID).Scan(&last, &seen)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		exists = false
+	case err != nil:
+		return res, fmt.Errorf("ledger: read card: %w", err)
+	}
+	dup := int64(0)
 	if n == 1 {
 		res.Status = ATCNew
+		seen++
+		res.Gaps, last = advanceATC(last, a.ATC)
 	} else {
 		var digest string
 		if err := t.QueryRow(ctx, `SELECT digest FROM ledger_card_atcs WHERE card_id = ? AND atc = ?`,
@@ -572,12 +588,12 @@ ON CONFLICT (card_id, atc) DO NOTHING`, a.CardID, int64(a.ATC), a.Digest, a.Term
 		res.Status = ATCRepeat
 		if digest != a.Digest {
 			res.Status = ATCDuplicate
-			var k int
-			if err := t.QueryRow(ctx, `SELECT COUNT(*) FROM ledger_atc_duplicates WHERE card_id = ? AND atc = ? AND digest = ?`,
-				a.CardID, int64(a.ATC), a.Digest).Scan(&k); err != nil {
-				return res, fmt.Errorf("ledger: read ATC duplicates: %w", err)
+			dup = 1
+			known, err := duplicateKnown(ctx, t, a.CardID, a.ATC, a.Digest)
+			if err != nil {
+				return res, err
 			}
-			if k == 0 {
+			if !known {
 				id, err := newID()
 				if err != nil {
 					return res, err
@@ -589,42 +605,59 @@ ON CONFLICT (card_id, atc) DO NOTHING`, a.CardID, int64(a.ATC), a.Digest, a.Term
 			}
 		}
 	}
-	seen, err := s.seenATCs(ctx, t, a.CardID)
-	if err != nil {
-		return res, err
-	}
-	if len(seen) == 0 {
-		return res, fmt.Errorf("ledger: ATC %d of card %s not found after recording it", a.ATC, a.CardID)
-	}
-	last := int64(seen[len(seen)-1])
-	dup := int64(0)
-	if res.Status == ATCDuplicate {
-		dup = 1
-	}
-	upd, err := t.Exec(ctx, `UPDATE ledger_cards SET last_atc = ?, duplicates = duplicates + ?, updated_at = ? WHERE card_id = ?`,
-		last, dup, now, a.CardID)
-	if err != nil {
-		return res, fmt.Errorf("ledger: update card: %w", err)
-	}
-	if n, err := upd.RowsAffected(); err != nil {
-		return res, fmt.Errorf("ledger: update card: %w", err)
-	} else if n == 0 {
-		if _, err := t.Exec(ctx, `INSERT INTO ledger_cards (card_id, last_atc, duplicates, updated_at) VALUES (?, ?, ?, ?)`,
-			a.CardID, last, dup, now); err != nil {
-			return res, fmt.Errorf("ledger: record card: %w", err)
+	if exists {
+		if _, err := t.Exec(ctx, `UPDATE ledger_cards SET last_atc = ?, seen = ?, duplicates = duplicates + ?, updated_at = ? WHERE card_id = ?`,
+			last, seen, dup, now, a.CardID); err != nil {
+			return res, fmt.Errorf("ledger: update card: %w", err)
 		}
+	} else if _, err := t.Exec(ctx, `INSERT INTO ledger_cards (card_id, last_atc, seen, duplicates, updated_at) VALUES (?, ?, ?, ?, ?)`,
+		a.CardID, last, seen, dup, now); err != nil {
+		return res, fmt.Errorf("ledger: record card: %w", err)
 	}
 	res.LastATC = uint32(last)
-	res.Gaps = gaps(seen, res.LastATC)
+	res.Missing = missing(last, seen)
 	return res, nil
 }
 
-// atcPicture is the card's last ATC and gaps (Status left empty); a card
-// never seen has neither.
+// advanceATC is the card's last ATC after a new ATC, and the gap the new
+// ATC opens above the previous last one (nil when it is the next one or
+// fills an older gap).
+func advanceATC(last int64, atc uint32) ([]ATCRange, int64) {
+	if int64(atc) <= last {
+		return nil, last
+	}
+	var gap []ATCRange
+	if int64(atc) > last+1 {
+		gap = []ATCRange{{From: uint32(last + 1), To: atc - 1}}
+	}
+	return gap, int64(atc)
+}
+
+// missing is the number of ATCs in 1..last never recorded, from the card's
+// counters (every recorded ATC is in 1..last).
+func missing(last, seen int64) uint32 {
+	if seen >= last {
+		return 0
+	}
+	return uint32(last - seen)
+}
+
+// duplicateKnown reports whether the duplicate record is already listed.
+func duplicateKnown(ctx context.Context, t sqldb.Tx, cardID string, atc uint32, digest string) (bool, error) {
+	var k int
+	if err := t.QueryRow(ctx, `SELECT COUNT(*) FROM ledger_atc_duplicates WHERE card_id = ? AND atc = ? AND digest = ?`,
+		cardID, int64(atc), digest).Scan(&k); err != nil {
+		return false, fmt.Errorf("ledger: read ATC duplicates: %w", err)
+	}
+	return k > 0, nil
+}
+
+// atcPicture is the card's last ATC and missing count (Status and Gaps
+// left empty); a card never seen has neither.
 func (s *SQLStore) atcPicture(ctx context.Context, t sqldb.Tx, cardID string) (ATCResult, error) {
 	var res ATCResult
-	var last int64
-	err := t.QueryRow(ctx, `SELECT last_atc FROM ledger_cards WHERE card_id = ?`, cardID).Scan(&last)
+	var last, seen int64
+	err := t.QueryRow(ctx, `SELECT last_atc, seen FROM ledger_cards WHERE card_id = ?`, cardID).Scan(&last, &seen)
 	if errors.Is(err, sql.ErrNoRows) {
 		return res, nil
 	}
@@ -632,11 +665,7 @@ func (s *SQLStore) atcPicture(ctx context.Context, t sqldb.Tx, cardID string) (A
 		return res, fmt.Errorf("ledger: read card: %w", err)
 	}
 	res.LastATC = uint32(last)
-	seen, err := s.seenATCs(ctx, t, cardID)
-	if err != nil {
-		return res, err
-	}
-	res.Gaps = gaps(seen, res.LastATC)
+	res.Missing = missing(last, seen)
 	return res, nil
 }
 

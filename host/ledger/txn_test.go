@@ -156,22 +156,25 @@ func TestTxnAtomicWithPosting(t *testing.T) {
 
 func TestATC(t *testing.T) {
 	const card = "0102030405060708"
+	// gaps: the gap each advice opens; missing: the ATCs below the last
+	// never reported, after it.
 	steps := []struct {
-		atc    uint32
-		digest string
-		status ATCStatus
-		last   uint32
-		gaps   []ATCRange
+		atc     uint32
+		digest  string
+		status  ATCStatus
+		last    uint32
+		gaps    []ATCRange
+		missing uint32
 	}{
-		{1, "tc1", ATCNew, 1, nil},
-		{2, "tc2", ATCNew, 2, nil},
-		{2, "tc2", ATCRepeat, 2, nil},
-		{5, "tc5", ATCNew, 5, []ATCRange{{3, 4}}},
-		{3, "tc3", ATCNew, 5, []ATCRange{{4, 4}}},
-		{3, "clone", ATCDuplicate, 5, []ATCRange{{4, 4}}},
-		{3, "clone", ATCDuplicate, 5, []ATCRange{{4, 4}}},
-		{9, "tc9", ATCNew, 9, []ATCRange{{4, 4}, {6, 8}}},
-		{4, "tc4", ATCNew, 9, []ATCRange{{6, 8}}},
+		{1, "tc1", ATCNew, 1, nil, 0},
+		{2, "tc2", ATCNew, 2, nil, 0},
+		{2, "tc2", ATCRepeat, 2, nil, 0},
+		{5, "tc5", ATCNew, 5, []ATCRange{{3, 4}}, 2},
+		{3, "tc3", ATCNew, 5, nil, 1},
+		{3, "clone", ATCDuplicate, 5, nil, 1},
+		{3, "clone", ATCDuplicate, 5, nil, 1},
+		{9, "tc9", ATCNew, 9, []ATCRange{{6, 8}}, 4},
+		{4, "tc4", ATCNew, 9, nil, 3},
 	}
 	forEach(t, func(t *testing.T, s *SQLStore) {
 		ctx := context.Background()
@@ -181,6 +184,7 @@ func TestATC(t *testing.T) {
 			assert.Equal(t, st.status, res.Status, "step %d", i)
 			assert.Equal(t, st.last, res.LastATC, "step %d", i)
 			assert.Equal(t, st.gaps, res.Gaps, "step %d", i)
+			assert.Equal(t, st.missing, res.Missing, "step %d", i)
 		}
 		cs, err := s.Card(ctx, card)
 		require.NoError(t, err)
@@ -200,6 +204,10 @@ func TestATC(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, uint32(0xFFFFFFFF), res.LastATC)
 		assert.Equal(t, []ATCRange{{1, 0xFFFFFFFE}}, res.Gaps)
+		assert.Equal(t, uint32(0xFFFFFFFE), res.Missing)
+		cs, err = s.Card(ctx, "top")
+		require.NoError(t, err)
+		assert.Equal(t, []ATCRange{{1, 0xFFFFFFFE}}, cs.Gaps)
 	})
 }
 

@@ -70,8 +70,9 @@ func (s *Server) debitAdvice(ctx context.Context, r *request) (setter, error) {
 	}
 	cur, _ := currencyOf(rec.Currency)
 	tc := fmt.Sprintf("%X", rec.TC[:])
+	r.txn = "adv/" + c.card + "/" + strconv.FormatUint(uint64(rec.ATC), 10) + "/" + tc
 	res := s.cfg.Advices.SubmitAdvice(ctx, DebitAdvice{
-		Key:    "adv/" + c.card + "/" + strconv.FormatUint(uint64(rec.ATC), 10) + "/" + tc,
+		Key:    r.txn,
 		CardID: c.card, TerminalID: r.term.ID, MerchantID: r.term.MerchantID,
 		ATC: rec.ATC, Digest: tc, Amount: int64(rec.Amount), Currency: cur,
 		Memo: fmt.Sprintf("debit ATC %d TSM seq %d", rec.ATC, rec.Reference),

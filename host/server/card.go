@@ -78,6 +78,7 @@ func parseCard(r *request, want ...wireTag) (*cardTxn, error) {
 	}
 	c.cardID = id
 	c.card = cardHex(id)
+	r.card = c.card
 	r.log = r.log.With("card", c.card)
 	return c, nil
 }
@@ -149,6 +150,9 @@ func (s *Server) balance(ctx context.Context, r *request) (setter, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkCard(ctx, r, c.card, refuseHot); err != nil {
+		return nil, err
+	}
 	card, err := s.lookupCard(ctx, c.card)
 	if err != nil {
 		return nil, err
@@ -163,6 +167,9 @@ func (s *Server) balance(ctx context.Context, r *request) (setter, error) {
 	bal, err := s.cfg.Ledger.Balance(ctx, ledger.AccountID(ledger.KindPurse, c.card, cur))
 	if err != nil && !errors.Is(err, ledger.ErrNotFound) {
 		return nil, fmt.Errorf("ledger: balance: %w", err)
+	}
+	if err := s.lateVerdict(r); err != nil {
+		return nil, err
 	}
 	// The purse shadow is a liability: a negative ledger balance is value
 	// on the card (docs/ledger.md §2).
@@ -184,6 +191,9 @@ func (s *Server) load(ctx context.Context, r *request) (setter, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkCard(ctx, r, c.card, refuseHot); err != nil {
+		return nil, err
+	}
 	ic := c.icc
 	if c.t.Amount != int64(*ic.Amount) {
 		return nil, refuse(iso8583.RCInvalidAmount, "DE 4 %d ≠ DF62 %d", c.t.Amount, *ic.Amount)
@@ -199,6 +209,7 @@ func (s *Server) load(ctx context.Context, r *request) (setter, error) {
 		return nil, refuse(iso8583.RCFormatError, "DE 49 %s ≠ DF63 %s", c.t.Currency, cur)
 	}
 	key := loadKey(r.term.ID, r.tn)
+	r.txn = key
 	if prev, err := s.cfg.Loads.LoadByKey(ctx, key); err == nil {
 		// A repeated 0200: the same transaction number proves the same
 		// data, so answer what was answered (after making sure the
@@ -270,6 +281,11 @@ func (s *Server) load(ctx context.Context, r *request) (setter, error) {
 	la := LoadAuth{Key: key, TerminalID: r.term.ID, MerchantID: r.term.MerchantID, STAN: stan, Transmission: de7,
 		CardID: c.card, ATC: d.ATC, Amount: int64(d.Amount), Currency: cur, BalanceBefore: d.Balance,
 		KeyVersion: *ic.KeyVersion, S1: s1, S2: s2, DateTime: d.DateTime, AuthRef: d.AuthRef, CreatedAt: r.now}
+	// ModeTerminals: if the card check running beside this request has
+	// found the card hotlisted by now, refuse before anything is written.
+	if err := s.lateVerdict(r); err != nil {
+		return nil, err
+	}
 	// The authorisation is stored before the posting: if the server stops
 	// between the two, the repeat (or the reversal) completes the picture
 	// (docs/server.md §3).
@@ -382,6 +398,9 @@ func (s *Server) parseRecord(ctx context.Context, r *request, typ byte) (*cardTx
 	if err != nil {
 		return nil, wire.LogRecord{}, err
 	}
+	if err := s.checkCard(ctx, r, c.card, flagHot); err != nil {
+		return nil, wire.LogRecord{}, err
+	}
 	rec := *c.icc.LogRecord
 	if rec.Type != typ {
 		return nil, rec, refuse(iso8583.RCInvalidTransaction, "record type %02X", rec.Type)
@@ -432,6 +451,7 @@ func (s *Server) completion(ctx context.Context, r *request) (setter, error) {
 	if la == nil {
 		return nil, refuse(iso8583.RCInvalidTransaction, "no authorised load with this S2")
 	}
+	r.txn = la.Key
 	cur, _ := currencyOf(rec.Currency)
 	if int64(rec.Amount) != la.Amount || uint64(rec.BalanceAfter) != uint64(la.BalanceBefore)+uint64(la.Amount) ||
 		cur != la.Currency || rec.DateTime != la.DateTime || rec.Reference != la.AuthRef ||
@@ -444,7 +464,14 @@ func (s *Server) completion(ctx context.Context, r *request) (setter, error) {
 		return nil, fmt.Errorf("ledger: record ATC: %w", err)
 	}
 	s.noteATC(r, atc)
-	txn, err := s.cfg.Ledger.Complete(ctx, ledger.CompleteRequest{Key: la.Key, Memo: fmt.Sprintf("completion ATC %d", rec.ATC)})
+	// The completion carries the card record (ATC, TC) so that the ledger
+	// lists it among the card's reports (ledger.CardAdvices): the second
+	// channel cross-checks the card's log against them, and a load missing
+	// there is an unreported_load (docs/crosscheck.md §3). The ATC was
+	// recorded just above, outside this transaction, so that a refused
+	// completion still leaves it (docs/server.md §3 row 12).
+	txn, err := s.cfg.Ledger.Complete(ctx, ledger.CompleteRequest{Key: la.Key, Memo: fmt.Sprintf("completion ATC %d", rec.ATC),
+		ATC: rec.ATC, Digest: fmt.Sprintf("%X", rec.TC[:])})
 	switch {
 	case errors.Is(err, ledger.ErrNotFound):
 		return nil, refuse(iso8583.RCInvalidTransaction, "load auth %06d was never funded", la.AuthRef)
@@ -498,7 +525,11 @@ func (s *Server) reversal(ctx context.Context, r *request) (setter, error) {
 		return nil, refuse(iso8583.RCInvalidCard, "DE 2 is not the CardID of DF60")
 	}
 	card := cardHex(id)
+	r.card = card
 	r.log = r.log.With("card", card, "atc", *icc.ATC)
+	if err := s.checkCard(ctx, r, card, flagHot); err != nil {
+		return nil, err
+	}
 	if len(rv.OriginalData) != 42 {
 		return nil, refuse(iso8583.RCFormatError, "DE 90 missing")
 	}
@@ -527,6 +558,7 @@ func (s *Server) reversal(ctx context.Context, r *request) (setter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loads: %w", err)
 	}
+	r.txn = la.Key
 	if la.CardID != card || la.ATC != *icc.ATC || la.Amount != rv.Amount {
 		return nil, refuse(iso8583.RCInvalidTransaction, "reversal does not match load auth %06d", la.AuthRef)
 	}

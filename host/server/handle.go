@@ -14,6 +14,7 @@ import (
 
 	"github.com/valuechip/valuechip/host/iso8583"
 	"github.com/valuechip/valuechip/host/ledger"
+	"github.com/valuechip/valuechip/host/validity"
 )
 
 // refusal is a handler's negative answer: the response code of
@@ -56,6 +57,14 @@ type request struct {
 	tn      string // DE 62 in hex ("" for 08xx): identifies the transaction (docs/iso8583.md §7)
 	now     time.Time
 	log     *slog.Logger
+
+	// Validity (validity.go): the card (hex) and transaction key for the
+	// log and flags, the late card check still running (ModeTerminals),
+	// and whether the lists found the card hotlisted on an advice.
+	card      string
+	txn       string
+	late      *validity.Late
+	hotlisted bool
 }
 
 // Data elements echoed by responses (docs/iso8583.md §2).
@@ -173,6 +182,16 @@ func (s *Server) handle(ctx context.Context, mti string, msg *moov.Message, raw 
 	if len(stan) != 6 || tid == "" {
 		return answer(iso8583.RCFormatError, nil, "DE 11 or DE 41 missing")
 	}
+	// The whitelist first, from memory: an unknown or blocked terminal
+	// costs no database read (docs/validity.md §4). Its refusal is MACed
+	// only if the cache happens to hold the terminal's key.
+	if code, reason := s.admitTerminal(tid); code != "" {
+		var key iso8583.Key
+		if c, ok := s.cfg.Registry.(*CachedRegistry); ok {
+			key = c.cachedKey(network, tid)
+		}
+		return answer(code, key, reason)
+	}
 	term, err := s.cfg.Registry.Terminal(ctx, tid)
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -254,6 +273,7 @@ func (s *Server) handle(ctx context.Context, mti string, msg *moov.Message, raw 
 			code, resp = iso8583.RCSystemMalfunction, newResponse(msg, respMTI, echo)
 		}
 	}
+	s.afterValidity(r, code)
 	_ = resp.Field(iso8583.DEResponseCode, code)
 	return resp, key, code
 }

@@ -52,6 +52,15 @@ type Config struct {
 	WriteTimeout   time.Duration // per response write
 	RequestTimeout time.Duration // per request handling
 
+	// Validity, when set, checks every request against the in-memory card
+	// hotlist and terminal whitelist before any database read (seed 002,
+	// docs/validity.md; NewValidityLists). Nil: the registry lookups alone
+	// decide (through CachedRegistry), as before the lists.
+	Validity *Validity
+	// Statuses, when set, lets SetCardStatus and SetTerminalStatus change a
+	// status from this process with immediate effect (registry.Store).
+	Statuses StatusStore
+
 	// Now is the clock (time.Now when nil); Rand draws authorisation
 	// references (crypto/rand when nil).
 	Now  func() time.Time
@@ -66,10 +75,12 @@ type Server struct {
 	m   *Metrics
 
 	accounts sync.Map // ensured ledger account IDs
+	vm       *validityMetrics
+	flags    flagRing
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
-	wg    sync.WaitGroup // connections and their requests
+	wg    sync.WaitGroup // connections, their requests and the late card checks they follow
 }
 
 // New checks cfg and returns a Server.
@@ -110,7 +121,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Reader
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, conns: map[*conn]struct{}{}}, nil
+	return &Server{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, vm: newValidityMetrics(cfg.Metrics), conns: map[*conn]struct{}{}}, nil
 }
 
 // Metrics returns the server's metrics.

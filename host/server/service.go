@@ -3,16 +3,19 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/valuechip/valuechip/host/crosscheck"
 	"github.com/valuechip/valuechip/host/keystore"
 	"github.com/valuechip/valuechip/host/ledger"
+	"github.com/valuechip/valuechip/host/provision"
 	"github.com/valuechip/valuechip/host/registry"
 	"github.com/valuechip/valuechip/host/sqldb"
+	"github.com/valuechip/valuechip/host/wallet"
 )
 
 // Options configure a Service, the money server as `valuechip server` runs
@@ -29,10 +32,29 @@ type Options struct {
 	RegistryCache time.Duration
 	MaxBatch      int // advices per group commit, 0 for 256
 	Logger        *slog.Logger
+
+	// The HTTP side (docs/server.md §8), on the same database and key ring.
+
+	// PurseDigest is the digest of the purse load file the issuer trusts
+	// (applet/purse.Module.Digest(); host/ does not import applet/, so the
+	// caller passes it). Zero: no provisioning routes.
+	PurseDigest [32]byte
+	// ISDTestKey opens the chips' ISD with the public GlobalPlatform test
+	// key instead of keys diversified from the key ring's card-manager
+	// master: emulated development chips only (docs/provision.md §4).
+	ISDTestKey bool
+	// ExchangeTimeout bounds a provisioning device's answer (0: 30 s).
+	ExchangeTimeout time.Duration
+	// WalletLevels is the credit table (nil: wallet.DefaultLevels) and
+	// WalletCurrency the wallets' currency ("": 978), docs/wallet.md §2.
+	WalletLevels   wallet.Levels
+	WalletCurrency string
 }
 
 // Service is the assembled money server: database, ledger, registry, key
-// ring, load store, advice batcher and the ISO 8583 server.
+// ring, load store, advice batcher and the ISO 8583 server, and on the same
+// database and key ring the HTTP side (docs/server.md §8): provisioning,
+// the second channel and the network wallet.
 type Service struct {
 	Server   *Server
 	DB       *sqldb.DB
@@ -40,12 +62,19 @@ type Service struct {
 	Registry *registry.Store
 	Keyring  *keystore.Keyring
 	Loads    *SQLLoads
-	advices  *LedgerAdvices
-	log      *slog.Logger
+	// The HTTP side: Provision is nil without Options.PurseDigest.
+	Provision  *provision.Server
+	Crosscheck *crosscheck.Service
+	Wallet     *wallet.Service
+
+	advices      *LedgerAdvices
+	httpRequests *prometheus.CounterVec
+	log          *slog.Logger
 }
 
-// Open opens the database (migrating the ledger, registry and server
-// tables), the key ring, and builds the server.
+// Open opens the database (migrating the ledger, registry, server,
+// provisioning, cross-check and wallet tables), the key ring, and builds the
+// server and its HTTP services.
 func Open(ctx context.Context, o Options) (*Service, error) {
 	log := o.Logger
 	if log == nil {
@@ -103,38 +132,52 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 		adv.Close()
 		return fail(err)
 	}
-	return &Service{Server: srv, DB: db, Ledger: led, Registry: reg, Keyring: kr, Loads: loads, advices: adv, log: log}, nil
+	s := &Service{Server: srv, DB: db, Ledger: led, Registry: reg, Keyring: kr, Loads: loads, advices: adv, log: log}
+	if err := s.openHTTP(ctx, o); err != nil {
+		adv.Close()
+		if s.Provision != nil {
+			s.Provision.Close()
+		}
+		return fail(err)
+	}
+	return s, nil
 }
 
-// Serve serves ISO 8583 on l and, when metrics is not nil, Prometheus
-// /metrics on it, until ctx is cancelled; then it stops accepting, lets the
-// requests in flight answer, flushes the advice batcher and returns.
-// Close the Service afterwards.
-func (s *Service) Serve(ctx context.Context, l, metrics net.Listener) error {
-	var hs *http.Server
+// Serve serves ISO 8583 on l and, when h is not nil, the HTTP side on h
+// (Handler: /metrics, /healthz, provisioning, card log uploads, wallets),
+// until ctx is cancelled; then both stop accepting, the requests in flight
+// answer, the provisioning sessions still open are aborted, the advice
+// batcher is flushed and Serve returns. Close the Service afterwards.
+func (s *Service) Serve(ctx context.Context, l, h net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	herr := make(chan error, 1)
-	if metrics != nil {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", s.Server.Metrics().Handler())
-		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() { herr <- hs.Serve(metrics) }()
+	stop := make(chan struct{})
+	if h != nil {
+		go func() {
+			err := s.serveHTTP(h, stop)
+			if err != nil {
+				cancel() // the HTTP side failed: stop the ISO 8583 side too
+			}
+			herr <- err
+		}()
+	} else {
+		herr <- nil
 	}
 	err := s.Server.Serve(ctx, l)
+	close(stop)
+	err = errors.Join(err, <-herr)
 	s.advices.Close()
-	if hs != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = hs.Shutdown(sctx)
-		cancel()
-		if herr := <-herr; herr != nil && !errors.Is(herr, http.ErrServerClosed) {
-			err = errors.Join(err, fmt.Errorf("metrics: %w", herr))
-		}
-	}
 	s.log.Info("server stopped")
 	return err
 }
 
-// Close flushes the batcher (if Serve did not) and closes the database.
+// Close aborts the provisioning sessions and flushes the batcher (if Serve
+// did not) and closes the database.
 func (s *Service) Close() error {
+	if s.Provision != nil {
+		s.Provision.Close()
+	}
 	s.advices.Close()
 	return s.DB.Close()
 }
