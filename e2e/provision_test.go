@@ -81,7 +81,7 @@ func (is *issuer) registerTerminal(t *testing.T, id, merchant string) string {
 	t.Helper()
 	f := filepath.Join(is.dir, strings.ToLower(id)+".json")
 	out := run(t, binary, append([]string{"terminal", "register", "--db", is.dsn, "--id", id, "--merchant", merchant,
-		"--server", is.srv.addr, "--out", f}, is.keyArgs...)...)
+		"--server", is.srv.addr, "--out", f, "--notify", is.srv.base()}, is.keyArgs...)...)
 	require.Contains(t, out, fmt.Sprintf("registered terminal %q", id))
 	return f
 }

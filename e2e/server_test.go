@@ -62,7 +62,7 @@ func serverStory(t *testing.T, dir, dsn string) {
 
 	term := filepath.Join(dir, "term.json")
 	out = run(t, binary, append([]string{"terminal", "register", "--db", dsn, "--id", "TERM0001",
-		"--merchant", "MERCHANT0000001", "--server", srv.addr, "--out", term}, keyArgs...)...)
+		"--merchant", "MERCHANT0000001", "--server", srv.addr, "--out", term, "--notify", srv.base()}, keyArgs...)...)
 	require.Contains(t, out, `registered terminal "TERM0001"`)
 	var termFile struct {
 		TMK string `json:"tmk"`
@@ -196,6 +196,9 @@ type moneyServer struct {
 	exited        chan struct{} // closed once the process has exited
 	exitErr       error         // set before exited is closed
 }
+
+// base is the server's HTTP side, "http://HOST:PORT".
+func (s *moneyServer) base() string { return strings.TrimSuffix(s.metrics, "/metrics") }
 
 // The ready line: "ready: listening on ADDR (metrics http://HOST:PORT/metrics…)".
 var (

@@ -69,7 +69,7 @@ cat server.out
 # of the ready line.
 http=$(grep -o 'http://[^ ),]*' server.out | head -n1)
 http=${http%/metrics}
-quiet run terminal register "${db[@]}" "${k[@]}" --id TERM0001 --merchant MERCHANT0000001 --server "$addr" --out term.json
+quiet run terminal register "${db[@]}" "${k[@]}" --id TERM0001 --merchant MERCHANT0000001 --server "$addr" --out term.json --notify "$http"
 # A fresh card for the server's books; the server knows it once registered.
 c=(--reader emu:card2.json)
 quiet run purse issue "${c[@]}" --journal journal2.json --dev-keys --test-key --card-id 2233445566778899 --pin 1234
@@ -106,7 +106,7 @@ h=(--reader emu:chip.card)
 note "registration, then remote installation over SCP03 relayed by this device"
 run provision --server "$http" --holder alice --pin 1234 "${h[@]}"
 # A second terminal, at another shop, that will never settle its batch.
-quiet run terminal register "${db[@]}" "${k[@]}" --id TERM0002 --merchant MERCHANT0000002 --server "$addr" --out term2.json
+quiet run terminal register "${db[@]}" "${k[@]}" --id TERM0002 --merchant MERCHANT0000002 --server "$addr" --out term2.json --notify "$http"
 run purse load 5000 "${h[@]}" --terminal term.json
 run purse pay 350 "${h[@]}" --terminal term.json
 run purse pay 3000 --pin 1234 "${h[@]}" --terminal term.json

@@ -33,6 +33,7 @@ until it is registered here (a load for it is refused with response code 14);
 		Args: cobra.NoArgs,
 	}
 	cmd.PersistentFlags().StringVar(&o.db, "db", defaultDB, `database: postgres://… or a SQLite file`)
+	withNotify(cmd)
 	cmd.AddCommand(newCardRegister(o), newCardList(o))
 	return cmd
 }

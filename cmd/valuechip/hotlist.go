@@ -55,6 +55,7 @@ and validates one card at one terminal.
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&o.db, "db", defaultDB, "database: postgres://… or a SQLite file")
 	pf.BoolVarP(&o.quiet, "quiet", "q", false, "no progress bar")
+	withNotify(cmd)
 	cmd.AddCommand(newHotlistSet(o, "add", registry.Hotlisted), newHotlistSet(o, "remove", registry.Active),
 		newHotlistList(o), newHotlistLoad(o), newHotlistCheck(o))
 	return cmd

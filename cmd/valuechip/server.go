@@ -16,6 +16,7 @@ import (
 	"github.com/valuechip/valuechip/host/keystore"
 	"github.com/valuechip/valuechip/host/server"
 	"github.com/valuechip/valuechip/host/sqldb"
+	"github.com/valuechip/valuechip/host/validity"
 	"github.com/valuechip/valuechip/internal/atomicfile"
 )
 
@@ -70,6 +71,14 @@ Examples:
 					return usagef("--metrics %q and --http %q: --metrics is the older name of --http, give one", metrics, httpAddr)
 				}
 				httpAddr = metrics
+			}
+			if o.ValidityMode != "off" {
+				if _, err := validity.ParseMode(o.ValidityMode); err != nil {
+					return usagef("--validity-mode %q: want both, cards, terminals or off (docs/validity.md §4)", o.ValidityMode)
+				}
+			}
+			if o.ValidityRefresh <= 0 {
+				return usagef("--validity-refresh %v: want more than 0", o.ValidityRefresh)
 			}
 			if o.WalletLevels, err = parseLevels(levels); err != nil {
 				return usagef("--wallet-levels %q: want LEVEL=LIMIT,... with whole numbers, e.g. 0=0,1=5000", levels)
@@ -128,6 +137,8 @@ Examples:
 	f.StringVar(&o.Funding, "funding", server.DefaultFunding, "funding account loads are paid from")
 	f.IntVar(&o.MaxConns, "max-conns", server.DefaultMaxConns, "maximum concurrent terminal connections")
 	f.DurationVar(&o.RegistryCache, "registry-cache", 2*time.Second, "how long terminal, key and card lookups are cached (a hot-listing takes effect within it; 0 disables)")
+	f.StringVar(&o.ValidityMode, "validity-mode", "both", "validity lists held in memory and checked before any database read (docs/validity.md §4): both, cards, terminals or off")
+	f.DurationVar(&o.ValidityRefresh, "validity-refresh", time.Second, "periodic refresh of the validity lists: a hot-listing or a terminal registered by another process takes effect within it (changes made through this server at once)")
 	f.BoolVar(&o.ISDTestKey, "isd-test-key", false, "provisioning: open the chips' ISD with the public GP test key (emulated development chips)")
 	f.DurationVar(&o.ExchangeTimeout, "exchange-timeout", 30*time.Second, "provisioning: abort a session when the device does not answer a command within this time")
 	f.StringVar(&levels, "wallet-levels", "", "wallet credit table LEVEL=LIMIT,... in minor units (default: docs/wallet.md §2)")

@@ -50,6 +50,7 @@ directory.`,
 		Args: cobra.NoArgs,
 	}
 	cmd.PersistentFlags().StringVar(&o.db, "db", defaultDB, `database: postgres://… or a SQLite file`)
+	withNotify(cmd)
 	cmd.AddCommand(newTerminalRegister(o), newTerminalList(o),
 		newTerminalStatus(o, "block", registry.Blocked), newTerminalStatus(o, "unblock", registry.Active))
 	return cmd

@@ -143,6 +143,12 @@ func (c *Client) Send(ctx context.Context, msg *iso8583.Message, key Key) (*iso8
 		}
 		if key != nil {
 			if err := VerifyMAC(r.msg, r.raw, key); err != nil {
+				// A server that cannot tell who is asking (unknown or
+				// blocked terminal, docs/iso8583.md §9) refuses without a MAC:
+				// say which code it sent, though nothing vouches for it.
+				if rc, e := r.msg.GetString(DEResponseCode); errors.Is(err, ErrNoMAC) && e == nil && rc != "" && rc != RCApproved {
+					return nil, &RefusalError{Code: rc, err: err}
+				}
 				return nil, err
 			}
 		}
@@ -167,3 +173,18 @@ func (c *Client) Close() error {
 	<-c.done
 	return err
 }
+
+// RefusalError is an answer without the MAC it should carry, refusing the
+// request with Code (e.g. 58: the server does not know the terminal, so it has
+// no key to MAC with). The code is unauthenticated: a caller may report it
+// but must not act on it as on a verified answer. It matches ErrNoMAC.
+type RefusalError struct {
+	Code string
+	err  error
+}
+
+func (e *RefusalError) Error() string {
+	return fmt.Sprintf("iso8583: refused with response code %s in an answer without MAC (unauthenticated)", e.Code)
+}
+
+func (e *RefusalError) Unwrap() error { return e.err }

@@ -291,6 +291,12 @@ func (l *Link) signOn(ctx context.Context) (*session, error) {
 	rsp, err := cli.Send(ctx, msg, l.cfg.TMK)
 	if err != nil {
 		cli.Close()
+		var ref *iso8583.RefusalError
+		if errors.As(err, &ref) {
+			// An answer came: not a transport failure (58: the server does
+			// not know this terminal or has not seen its registration yet).
+			return nil, fmt.Errorf("%w: %w", ErrSignOn, err)
+		}
 		return nil, fmt.Errorf("%w: %w: %w", ErrTransport, ErrSignOn, err)
 	}
 	var nm iso8583.NetworkManagement

@@ -25,6 +25,10 @@ import (
 const (
 	PathMetrics = "/metrics"
 	PathHealth  = "/healthz"
+	// PathRefresh makes the server re-read its validity lists now: what an
+	// operator tool that changed the registry in the database calls
+	// ("refreshed periodically and on change", seed 002).
+	PathRefresh = "/v1/admin/refresh"
 )
 
 // httpServices builds the HTTP side of the service on the same database
@@ -68,6 +72,7 @@ func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(PathMetrics, s.Server.Metrics().Handler())
 	mux.HandleFunc(PathHealth, s.health)
+	mux.HandleFunc(PathRefresh, s.refresh)
 	if s.Provision != nil {
 		h := s.Provision.Handler()
 		mux.Handle(provision.PathRegister, h)
@@ -98,6 +103,8 @@ func route(p string) string {
 		return "healthz"
 	case p == PathMetrics:
 		return "metrics"
+	case p == PathRefresh:
+		return "refresh"
 	}
 	return "other"
 }
@@ -132,6 +139,47 @@ func (s *Service) health(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fmt.Fprintln(w, "ok")
+}
+
+// refresh applies the registry's changes to the validity lists before it
+// answers 204, so a tool that registered a terminal or hot-listed a card
+// knows the server acts on it from now on. Lookups are never blocked
+// meanwhile. Like the wallet routes it is unauthenticated: keep --http on
+// loopback or behind an authenticating proxy (docs/server.md §8).
+func (s *Service) refresh(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if s.Validity != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+		defer cancel()
+		if err := s.Validity.Lists().Refresh(ctx); err != nil {
+			s.log.Warn("validity lists: refresh on request failed", "err", err)
+			http.Error(w, "refresh failed", http.StatusServiceUnavailable)
+			return
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// NotifyRefresh asks the server whose HTTP side is at baseURL
+// ("http://HOST:PORT") to refresh its validity lists now (PathRefresh).
+func NotifyRefresh(ctx context.Context, baseURL string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(baseURL, "/")+PathRefresh, nil)
+	if err != nil {
+		return fmt.Errorf("server: notify %s: %w", baseURL, err)
+	}
+	rsp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("server: notify %s: %w", baseURL, err)
+	}
+	defer rsp.Body.Close()
+	if rsp.StatusCode != http.StatusNoContent {
+		return fmt.Errorf("server: notify %s: HTTP %s", baseURL, rsp.Status)
+	}
+	return nil
 }
 
 // serveHTTP runs the HTTP side on l until stop is closed, then shuts it

@@ -121,6 +121,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Reader
 	}
+	if cfg.Validity != nil {
+		registerListGauges(cfg.Metrics, cfg.Validity)
+	}
 	return &Server{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, vm: newValidityMetrics(cfg.Metrics), conns: map[*conn]struct{}{}}, nil
 }
 

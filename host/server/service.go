@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/valuechip/valuechip/host/provision"
 	"github.com/valuechip/valuechip/host/registry"
 	"github.com/valuechip/valuechip/host/sqldb"
+	"github.com/valuechip/valuechip/host/validity"
 	"github.com/valuechip/valuechip/host/wallet"
 )
 
@@ -32,6 +34,14 @@ type Options struct {
 	RegistryCache time.Duration
 	MaxBatch      int // advices per group commit, 0 for 256
 	Logger        *slog.Logger
+	// ValidityMode selects the validity lists of seed 002 checked before
+	// any database read (docs/validity.md §4): "both", "cards",
+	// "terminals"; "" or "off" for none (the registry lookups decide).
+	ValidityMode string
+	// ValidityRefresh is the lists' periodic refresh (0:
+	// validity.DefaultInterval): a change made by another process
+	// (valuechip hotlist, terminal register) takes effect within it.
+	ValidityRefresh time.Duration
 
 	// The HTTP side (docs/server.md §8), on the same database and key ring.
 
@@ -62,6 +72,7 @@ type Service struct {
 	Registry *registry.Store
 	Keyring  *keystore.Keyring
 	Loads    *SQLLoads
+	Validity *Validity // nil when ValidityMode is off
 	// The HTTP side: Provision is nil without Options.PurseDigest.
 	Provision  *provision.Server
 	Crosscheck *crosscheck.Service
@@ -95,7 +106,11 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	var val *Validity
 	fail := func(err error) (*Service, error) {
+		if val != nil {
+			_ = val.Close()
+		}
 		_ = db.Close()
 		return nil, err
 	}
@@ -110,6 +125,15 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 	loads, err := NewSQLLoads(ctx, db)
 	if err != nil {
 		return fail(err)
+	}
+	if o.ValidityMode != "" && o.ValidityMode != "off" {
+		mode, err := validity.ParseMode(o.ValidityMode)
+		if err != nil {
+			return fail(err)
+		}
+		if val, err = NewValidityLists(ctx, reg, mode, o.ValidityRefresh, log.With("component", "validity")); err != nil {
+			return fail(fmt.Errorf("validity lists: %w", err))
+		}
 	}
 	m := NewMetrics()
 	m.GaugeFunc("valuechip_server_loads_in_progress", "Loads authorised (S2 issued) whose completion or reversal has not arrived.",
@@ -127,12 +151,13 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 		Registry: NewCachedRegistry(RegistryStore{Store: reg, SeedTTL: o.SeedTTL}, o.RegistryCache),
 		Keys:     kr, Ledger: led, Advices: adv, Loads: loads,
 		Funding: o.Funding, Logger: log, Metrics: m, MaxConns: o.MaxConns,
+		Validity: val, Statuses: reg,
 	})
 	if err != nil {
 		adv.Close()
 		return fail(err)
 	}
-	s := &Service{Server: srv, DB: db, Ledger: led, Registry: reg, Keyring: kr, Loads: loads, advices: adv, log: log}
+	s := &Service{Server: srv, DB: db, Ledger: led, Registry: reg, Keyring: kr, Loads: loads, Validity: val, advices: adv, log: log}
 	if err := s.openHTTP(ctx, o); err != nil {
 		adv.Close()
 		if s.Provision != nil {
@@ -179,5 +204,8 @@ func (s *Service) Close() error {
 		s.Provision.Close()
 	}
 	s.advices.Close()
+	if s.Validity != nil {
+		_ = s.Validity.Close() // waits for the late card checks still running
+	}
 	return s.DB.Close()
 }

@@ -260,6 +260,30 @@ func registerOnce(r *prometheus.Registry, c *prometheus.CounterVec) *prometheus.
 	return c
 }
 
+// registerListGauges exposes the lists' freshness: a refresh that keeps
+// failing leaves the server deciding from an old version (docs/validity.md
+// §3), which the operator must see.
+func registerListGauges(m *Metrics, v *Validity) {
+	for _, g := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "valuechip_server_validity_age_seconds",
+			Help: "Seconds since the validity lists last loaded or refreshed successfully.",
+		}, func() float64 {
+			at := v.lists.Stats().LastRefresh
+			if at.IsZero() {
+				return -1
+			}
+			return time.Since(at).Seconds()
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "valuechip_server_validity_refresh_errors_total",
+			Help: "Failed refreshes of the validity lists (the previous version kept serving).",
+		}, func() float64 { return float64(v.lists.Stats().RefreshErrors) }),
+	} {
+		_ = m.Registry.Register(g) // a second server on the same Metrics keeps the first's
+	}
+}
+
 // Flag reasons (the label of valuechip_server_validity_flagged_total).
 const (
 	FlagLateHotlisted = "late_hotlisted"

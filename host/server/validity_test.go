@@ -323,6 +323,24 @@ func balanceFrom(t *testing.T, tid string, c *vcard) *moov.Message {
 	return msg
 }
 
+// metricValue is the counter name{label} of the server's metrics (0 when
+// absent).
+func metricValue(t *testing.T, s *server.Server, name, label string) float64 {
+	mfs, err := s.Metrics().Registry.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == label {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
 func hasFlag(s *server.Server, card, reason string) bool {
 	for _, f := range s.Flags() {
 		if f.CardID == card && f.Reason == reason {
@@ -398,7 +416,13 @@ func TestValidityRefusesWithoutDBRead(t *testing.T) {
 					require.Equal(t, before, e.rd.snapshot())
 				}
 
-				// Refusals were counted; nothing was posted for them.
+				// Refusals and flags were counted; nothing was posted for
+				// the refusals.
+				require.GreaterOrEqual(t, metricValue(t, e.srv, "valuechip_server_validity_refusals_total", "62"), 4.0)
+				require.GreaterOrEqual(t, metricValue(t, e.srv, "valuechip_server_validity_flagged_total", want), 1.0)
+				if mode != validity.ModeCards {
+					require.GreaterOrEqual(t, metricValue(t, e.srv, "valuechip_server_validity_refusals_total", "58"), 3.0)
+				}
 				require.Empty(t, e.posted().InProgress)
 				_, rc = tt.send(tt.balanceMsg(good))
 				require.Equal(t, "00", rc)

@@ -1,0 +1,88 @@
+package loadgen
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/valuechip/valuechip/host/iso8583"
+	"github.com/valuechip/valuechip/internal/dbtest"
+)
+
+func dsnFor(t *testing.T, engine string) string {
+	if engine == "postgres" {
+		return dbtest.PostgresDSN(t)
+	}
+	return filepath.Join(t.TempDir(), "ledger.db")
+}
+
+// Two runs against a real server on each engine: every advice is
+// acknowledged, the ATCs go on from run to run, and the ledger holds each
+// acknowledged advice exactly once; a forged acknowledgement is caught.
+func TestRunAndVerify(t *testing.T) {
+	for _, engine := range dbtest.Engines {
+		t.Run(engine, func(t *testing.T) {
+			ctx := context.Background()
+			srv, err := StartServer(ctx, dsnFor(t, engine), ServerOptions{})
+			require.NoError(t, err)
+			defer func() { require.NoError(t, srv.Close()) }()
+			terms, err := Provision(ctx, srv.Service.Registry, 6, 2, srv.KeyVersion)
+			require.NoError(t, err)
+			g, err := New(Config{Addr: srv.Addr, Terminals: terms, TCMaster: srv.TCMaster, Amount: 3, Prebuild: 5})
+			require.NoError(t, err)
+			total := int64(0)
+			for range 2 {
+				res, err := g.Run(ctx, 300*time.Millisecond)
+				require.NoError(t, err)
+				require.Positive(t, res.Acked)
+				require.Equal(t, map[string]int64{iso8583.RCApproved: res.Sent}, res.Codes)
+				total += res.Acked
+			}
+			require.Equal(t, int(total), g.Acked())
+			require.NoError(t, g.Verify(ctx, srv.Service.Ledger))
+
+			// Each card's ATCs are 1..n, no gap.
+			for _, tt := range g.terms {
+				for _, c := range tt.cards {
+					cs, err := srv.Service.Ledger.Card(ctx, c.hex)
+					require.NoError(t, err)
+					require.Empty(t, cs.Gaps)
+					require.Equal(t, c.atc, cs.LastATC)
+				}
+			}
+
+			g.acked = append(g.acked, sent{card: g.terms[0].cards[0].hex, atc: 9999, digest: "00", amount: 3})
+			require.ErrorIs(t, g.Verify(ctx, srv.Service.Ledger), ErrVerify)
+		})
+	}
+}
+
+// BenchmarkServer: one timed run per engine against the in-process
+// server (profile with -cpuprofile); b.N is ignored, the run lasts 3 s.
+func BenchmarkServer(b *testing.B) {
+	for _, engine := range dbtest.Engines {
+		b.Run(engine, func(b *testing.B) {
+			ctx := context.Background()
+			dsn := filepath.Join(b.TempDir(), "ledger.db")
+			if engine == "postgres" {
+				dsn = dbtest.PostgresDSN(b)
+			}
+			srv, err := StartServer(ctx, dsn, ServerOptions{})
+			require.NoError(b, err)
+			defer func() { require.NoError(b, srv.Close()) }()
+			terms, err := Provision(ctx, srv.Service.Registry, 64, 4, srv.KeyVersion)
+			require.NoError(b, err)
+			g, err := New(Config{Addr: srv.Addr, Terminals: terms, TCMaster: srv.TCMaster, Prebuild: 300})
+			require.NoError(b, err)
+			b.ResetTimer()
+			cpu0 := processCPU()
+			res, err := g.Run(ctx, 3*time.Second)
+			require.NoError(b, err)
+			b.ReportMetric(res.PerSecond, "advices/s")
+			b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(res.Acked), "cpu-µs/advice")
+		})
+	}
+}

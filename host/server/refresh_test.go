@@ -1,0 +1,90 @@
+package server_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/valuechip/valuechip/host/iso8583"
+	"github.com/valuechip/valuechip/host/keystore"
+	"github.com/valuechip/valuechip/host/server"
+	"github.com/valuechip/valuechip/internal/dbtest"
+)
+
+// TestRefreshOnNotify: a terminal registered in the database by another
+// process is refused (58, from the in-memory whitelist) until the server is
+// told to refresh; after POST /v1/admin/refresh its sign-on succeeds — the
+// "refreshed on change" half of seed 002, with a periodic refresh far away.
+func TestRefreshOnNotify(t *testing.T) {
+	for _, engine := range dbtest.Engines {
+		t.Run(engine, func(t *testing.T) {
+			ctx := context.Background()
+			dir := t.TempDir()
+			dsn := "sqlite:" + filepath.Join(dir, "server.db")
+			if engine == "postgres" {
+				dsn = dbtest.PostgresDSN(t)
+			}
+			raw := make([]byte, 32)
+			_, _ = rand.Read(raw)
+			kek, err := keystore.NewKEK(raw)
+			require.NoError(t, err)
+			kekFile := filepath.Join(dir, "kek.hex")
+			require.NoError(t, os.WriteFile(kekFile, []byte(hex.EncodeToString(raw)), 0o600))
+			ring := filepath.Join(dir, "keyring.json")
+			_, err = keystore.Init(ring, kek, keystore.InitOptions{DevMasters: true})
+			require.NoError(t, err)
+			svc, err := server.Open(ctx, server.Options{DB: dsn, Keyring: ring, KEKFile: kekFile,
+				ValidityMode: "both", ValidityRefresh: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+			require.NoError(t, err)
+			iso, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			hl, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			sctx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- svc.Serve(sctx, iso, hl) }()
+			t.Cleanup(func() { cancel(); <-done; _ = svc.Close() })
+
+			// Registered after the lists were loaded, as `valuechip terminal
+			// register` in another process does.
+			_, tmk, err := svc.Registry.RegisterTerminal(ctx, "TERM0009", "MERCHANT0000009")
+			require.NoError(t, err)
+			signOn := func() error {
+				conn, err := net.Dial("tcp", iso.Addr().String())
+				require.NoError(t, err)
+				c := iso8583.NewClient(conn, 0)
+				defer c.Close()
+				msg, err := iso8583.Marshal(&iso8583.NetworkManagement{MTI: iso8583.MTINetworkRequest,
+					Transmission: time.Now().UTC().Format("0102150405"), STAN: "000001", TerminalID: "TERM0009",
+					NetworkCode: iso8583.NMISignOn})
+				require.NoError(t, err)
+				rsp, err := c.Send(ctx, msg, tmk)
+				if err != nil {
+					return err
+				}
+				var nm iso8583.NetworkManagement
+				require.NoError(t, iso8583.Unmarshal(rsp, &nm))
+				require.Equal(t, iso8583.RCApproved, nm.ResponseCode)
+				return nil
+			}
+			err = signOn()
+			var ref *iso8583.RefusalError
+			require.True(t, errors.As(err, &ref), "want an unauthenticated refusal, got %v", err)
+			require.Equal(t, iso8583.RCNotPermittedTerm, ref.Code)
+			require.ErrorIs(t, err, iso8583.ErrNoMAC)
+
+			require.NoError(t, server.NotifyRefresh(ctx, "http://"+hl.Addr().String()))
+			require.NoError(t, signOn())
+			require.ErrorContains(t, server.NotifyRefresh(ctx, "http://"+iso.Addr().String()), "notify")
+		})
+	}
+}
