@@ -12,7 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
+	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
 	wire "github.com/valuechip/valuechip/apdu/purse"
@@ -181,7 +183,33 @@ func (o *purseOptions) openLink(cmd *cobra.Command) (*link.Link, error) {
 	if cmd.Flags().Changed("terminal-id") && o.terminalID != cfg.TerminalID {
 		return nil, usagef("--terminal-id %q differs from the terminal file's %q", o.terminalID, cfg.TerminalID)
 	}
-	return link.Open(cfg, link.Options{StateDir: link.StateDir(o.terminalFile)})
+	return link.Open(cfg, link.Options{StateDir: link.StateDir(o.terminalFile), Progress: settleProgress(cmd, o.asJSON)})
+}
+
+// settleProgress shows a progress bar on stderr while a long queue of
+// advices goes out (batch settlement, issue 6 "a progress bar on long jobs");
+// short queues and --json output get none.
+func settleProgress(cmd *cobra.Command, quiet bool) func(done, total int) {
+	if quiet {
+		return nil
+	}
+	var bar *progressbar.ProgressBar
+	return func(done, total int) {
+		if int64(total) < progressMin {
+			return
+		}
+		if bar == nil {
+			bar = progressbar.NewOptions(total,
+				progressbar.OptionSetWriter(cmd.ErrOrStderr()),
+				progressbar.OptionSetDescription("advices"),
+				progressbar.OptionShowCount(),
+				progressbar.OptionShowIts(),
+				progressbar.OptionThrottle(100*time.Millisecond),
+				progressbar.OptionOnCompletion(func() { fmt.Fprintln(cmd.ErrOrStderr()) }),
+			)
+		}
+		_ = bar.Set(done)
+	}
 }
 
 // open connects to the reader and builds the terminal: with --terminal a

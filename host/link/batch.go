@@ -75,6 +75,7 @@ func (l *Link) Flush(ctx context.Context) (FlushReport, error) {
 		mu      sync.Mutex
 		wg      sync.WaitGroup
 		stopped error
+		done    int
 		results = make([]*AdviceResult, len(entries))
 		sem     = make(chan struct{}, l.opts.FlushWindow)
 	)
@@ -94,6 +95,10 @@ func (l *Link) Flush(ctx context.Context) (FlushReport, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			results[i] = &AdviceResult{Entry: *e, Code: rc, Err: err}
+			done++
+			if l.opts.Progress != nil {
+				l.opts.Progress(done, len(entries))
+			}
 			if err != nil && (errors.Is(err, ErrTransport) || ctx.Err() != nil) && stopped == nil {
 				stopped = err
 			}

@@ -61,6 +61,11 @@ type Options struct {
 	Currency string
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Progress, if set, is called by Flush after each advice is answered
+	// (or failed) with the number done so far and the number it set out
+	// to send: what a progress bar of a long batch settlement shows. It is
+	// called with Flush's lock held and must be quick.
+	Progress func(done, total int)
 	// Logger receives connection events (default: discarded). Keys are
 	// never logged.
 	Logger *slog.Logger

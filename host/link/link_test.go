@@ -465,7 +465,12 @@ func TestReconcileOutOfBalance(t *testing.T) {
 func TestConcurrentUse(t *testing.T) {
 	ctx := context.Background()
 	srv := linktest.New(t)
-	lk, err := link.Open(testConfig(srv.Addr()), link.Options{StateDir: t.TempDir(), FlushWindow: 8})
+	var progress []int // Flush's progress calls: done counts, total 40
+	lk, err := link.Open(testConfig(srv.Addr()), link.Options{StateDir: t.TempDir(), FlushWindow: 8,
+		Progress: func(done, total int) {
+			require.Equal(t, 40, total)
+			progress = append(progress, done)
+		}})
 	require.NoError(t, err)
 	defer lk.Close()
 	var wg sync.WaitGroup
@@ -493,6 +498,10 @@ func TestConcurrentUse(t *testing.T) {
 	rep, err := lk.Flush(ctx)
 	require.NoError(t, err)
 	require.Equal(t, 40, rep.Acknowledged)
+	require.Len(t, progress, 40, "one progress call per advice")
+	for i, d := range progress {
+		require.Equal(t, i+1, d)
+	}
 	got := srv.Received()
 	checkWire(t, got, 0)
 	require.Equal(t, 1, srv.SignOns(), "one sign-on shared by every goroutine")
