@@ -92,7 +92,7 @@ The --pg role must be allowed to CREATE DATABASE; the databases are dropped
 at the end.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if cfg.PG == "" {
+			if !cmd.Flags().Changed("pg") {
 				cfg.PG = os.Getenv("VALUECHIP_PG_DSN")
 			}
 			cfg.Progress = cmd.ErrOrStderr()
@@ -141,7 +141,7 @@ at the end.`,
 	f.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of one run")
 	f.IntVar(&cfg.Terminals, "terminals", 64, "simulated terminals, one connection each")
 	f.IntVar(&cfg.Cards, "cards", 4, "cards per terminal")
-	f.StringVar(&cfg.PG, "pg", "", "PostgreSQL DSN of a role that may CREATE DATABASE (default $VALUECHIP_PG_DSN)")
+	f.StringVar(&cfg.PG, "pg", "", "PostgreSQL DSN of a role that may CREATE DATABASE (default $VALUECHIP_PG_DSN; --pg '' for SQLite only)")
 	f.IntVar(&cfg.PGBenchClients, "pgbench-clients", 8, "pgbench -c")
 	f.IntVar(&cfg.MaxBatch, "max-batch", 0, "advices per group commit (0: the server's default)")
 	f.BoolVar(&asJSON, "json", false, "print results as JSON")

@@ -41,7 +41,8 @@ registry's card version; running servers pick it up at their next refresh.
 
 add, remove and load change registered cards only. remove makes the card
 active again. load reads one CardID (16 hex digits) per line; blank lines and
-lines starting with # are skipped. check loads the lists as the server does
+lines starting with # are skipped; it changes the cards in bulk and skips
+(and counts) cards that are not registered; load --remove makes them active. check loads the lists as the server does
 and validates one card at one terminal.
 
 --db is "postgres://…" or a SQLite file ("sqlite:PATH", "file:PATH" or PATH).`,
@@ -49,6 +50,7 @@ and validates one card at one terminal.
   valuechip hotlist remove 1122334455667788 --reason found
   valuechip hotlist list --json
   valuechip hotlist load --file stolen.txt --reason "batch 2026-11"
+  valuechip hotlist load --remove --file recovered.txt --reason "found"
   valuechip hotlist check --mode both 1122334455667788 TERM0001`,
 		Args: cobra.NoArgs,
 	}
@@ -168,15 +170,31 @@ func newHotlistList(o *hotlistOptions) *cobra.Command {
 }
 
 func newHotlistLoad(o *hotlistOptions) *cobra.Command {
-	var file, reason string
+	var (
+		file, reason string
+		remove       bool
+	)
 	cmd := &cobra.Command{
-		Use:   "load --file F",
-		Short: "Hotlist every CardID of a file (one per line)",
-		Args:  usageArgs(cobra.NoArgs),
+		Use:   "load --file F [--remove]",
+		Short: "Hotlist (or with --remove make active) every CardID of a file, one per line",
+		Long: `Hotlist every CardID of a file (one per line; - reads stdin) in bulk:
+the registry changes 2000 cards per transaction (docs/validity.md §6), so a
+list of millions of cards loads in seconds to minutes.
+
+Every line is checked before anything is written. Cards that already have
+the status are left alone (no new version). Cards not registered here are
+skipped and counted as unknown, not an error: a list received from a scheme
+holds other issuers' cards, which the server refuses anyway (14). The first
+of them are listed on stderr.
+
+--remove makes the cards active instead, as remove does (a blocked card
+listed becomes active too). An interrupted load can simply be run again.`,
+		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
 				return usagef("--file is required")
 			}
+			t0 := time.Now()
 			ids, err := readCardIDs(cmd.InOrStdin(), file)
 			if err != nil {
 				return err
@@ -186,37 +204,43 @@ func newHotlistLoad(o *hotlistOptions) *cobra.Command {
 				return err
 			}
 			defer done()
-			bar := o.bar(cmd, int64(len(ids)), "hotlisting")
-			var (
-				failed int
-				first  []error
-			)
-			for _, id := range ids {
-				if err := reg.SetCardStatus(cmd.Context(), id, registry.Hotlisted, reason); err != nil {
-					if cmd.Context().Err() != nil {
-						return err
-					}
-					failed++
-					if len(first) < 10 {
-						first = append(first, err)
-					}
-				}
+			st, what := registry.Hotlisted, "hotlisting"
+			if remove {
+				st, what = registry.Active, "making active"
+			}
+			bar := o.bar(cmd, int64(len(ids)), what)
+			res, err := reg.SetCardStatuses(cmd.Context(), ids, st, reason, func(n int) {
 				if bar != nil {
-					_ = bar.Add(1)
+					_ = bar.Set(n)
+				}
+			})
+			switch {
+			case bar != nil && err == nil:
+				_ = bar.Finish()
+			case bar != nil:
+				fmt.Fprintln(cmd.ErrOrStderr()) // end the bar's line
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d cards: %d %s, %d already %s, %d unknown (not registered) in %s\n",
+				len(ids), res.Changed, st, res.Unchanged, st, len(res.Unknown), time.Since(t0).Round(time.Millisecond))
+			if len(res.Unknown) > 0 {
+				w := cmd.ErrOrStderr()
+				for _, id := range res.Unknown[:min(len(res.Unknown), 10)] {
+					fmt.Fprintf(w, "unknown card %s: not registered, skipped\n", id)
+				}
+				if more := len(res.Unknown) - 10; more > 0 {
+					fmt.Fprintf(w, "… and %d more unknown cards\n", more)
 				}
 			}
-			if bar != nil {
-				_ = bar.Finish()
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%d cards hotlisted, %d failed\n", len(ids)-failed, failed)
-			if failed > 0 {
-				return fmt.Errorf("%d of %d cards not hotlisted; first: %w", failed, len(ids), errors.Join(first...))
+			if err != nil {
+				return fmt.Errorf("load stopped after %d of %d cards (run it again to finish): %w",
+					res.Changed+res.Unchanged+len(res.Unknown), len(ids), err)
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&file, "file", "", "file of CardIDs, one per line (- for stdin)")
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded with each change)")
+	cmd.Flags().BoolVar(&remove, "remove", false, "make the cards active (take them off the hotlist) instead")
 	return cmd
 }
 

@@ -96,7 +96,7 @@ func TestHotlistCLI(t *testing.T) {
 	require.NoError(t, os.WriteFile(file, []byte("# stolen batch\n"+ids[2]+"\n\n  "+strings.ToLower(ids[3])+"  \n"+ids[4]+"\n"), 0o600))
 	out, errOut, err := run("load", "--file", file, "--reason", "batch")
 	require.NoError(t, err)
-	require.Equal(t, "3 cards hotlisted, 0 failed\n", out)
+	require.Regexp(t, `^3 cards: 3 hotlisted, 0 already hotlisted, 0 unknown \(not registered\) in [0-9.]+m?s\n$`, out)
 	require.Contains(t, errOut, "hotlisting")
 	require.Contains(t, errOut, "3/3")
 
@@ -112,11 +112,35 @@ func TestHotlistCLI(t *testing.T) {
 	require.Contains(t, errOut, "reading hotlist")
 	require.Contains(t, errOut, "indexing cards")
 
-	// stdin, quiet
-	out, errOut, err = cli(t, ctx, strings.NewReader(ids[0]+"\n"), "hotlist", "--db", dbPath, "-q", "load", "--file", "-")
+	// stdin, quiet; a card already hotlisted and cards not registered
+	// (a scheme list holds other issuers' cards) are counted, not errors.
+	var in strings.Builder
+	in.WriteString(ids[0] + "\n" + ids[1] + "\n")
+	for i := range 12 {
+		fmt.Fprintf(&in, "99%014d\n", i)
+	}
+	out, errOut, err = cli(t, ctx, strings.NewReader(in.String()), "hotlist", "--db", dbPath, "-q", "load", "--file", "-")
 	require.NoError(t, err)
-	require.Equal(t, "1 cards hotlisted, 0 failed\n", out)
-	require.Empty(t, errOut)
+	require.Regexp(t, `^14 cards: 1 hotlisted, 1 already hotlisted, 12 unknown \(not registered\) in `, out)
+	require.Equal(t, "unknown card 9900000000000000: not registered, skipped\n", strings.SplitAfter(errOut, "\n")[0])
+	require.Contains(t, errOut, "unknown card 9900000000000009: not registered, skipped\n… and 2 more unknown cards\n")
+	require.NotContains(t, errOut, "9900000000000010")
+
+	out, _, err = run("list")
+	require.NoError(t, err)
+	require.Equal(t, fmt.Sprintf("# hotlist version 12, 5 cards\n%s\n", strings.Join(ids, "\n")), out)
+
+	// --remove in bulk: active again, one version each; again, nothing.
+	out, errOut, err = run("load", "--remove", "--file", file, "--reason", "found")
+	require.NoError(t, err)
+	require.Regexp(t, `^3 cards: 3 active, 0 already active, 0 unknown`, out)
+	require.Contains(t, errOut, "making active")
+	out, _, err = run("load", "--remove", "-q", "--file", file)
+	require.NoError(t, err)
+	require.Regexp(t, `^3 cards: 0 active, 3 already active, 0 unknown`, out)
+	out, _, err = run("list", "--json")
+	require.NoError(t, err)
+	require.JSONEq(t, fmt.Sprintf(`{"version": 15, "cards": [%q, %q]}`, ids[0], ids[1]), out)
 }
 
 func TestHotlistCLIErrors(t *testing.T) {
@@ -124,8 +148,6 @@ func TestHotlistCLIErrors(t *testing.T) {
 	dbPath, _ := hotlistDB(t, 1)
 	bad := filepath.Join(t.TempDir(), "bad.txt")
 	require.NoError(t, os.WriteFile(bad, []byte("1100000000000000\n11000000000000\n"), 0o600))
-	unknown := filepath.Join(t.TempDir(), "unknown.txt")
-	require.NoError(t, os.WriteFile(unknown, []byte("1100000000000000\n9999999999999999\n"), 0o600))
 	tests := []struct {
 		args  []string
 		usage bool
@@ -136,7 +158,8 @@ func TestHotlistCLIErrors(t *testing.T) {
 		{[]string{"add", "9999999999999999"}, false, "not found"},
 		{[]string{"load"}, true, "--file is required"},
 		{[]string{"load", "--file", bad}, true, "bad.txt:2"},
-		{[]string{"load", "--file", unknown}, false, "1 of 2 cards not hotlisted"},
+		{[]string{"load", "--remove", "--file", bad}, true, "bad.txt:2"},
+		{[]string{"load", "--file", filepath.Join(t.TempDir(), "missing.txt")}, false, "no such file"},
 		{[]string{"check", "--mode", "all", "1100000000000000", "TERM0001"}, true, "unknown mode"},
 	}
 	for _, tc := range tests {

@@ -446,6 +446,11 @@ type knownRecord struct {
 	rc         *Receipt
 }
 
+type keyTriple struct {
+	key, card string
+	atc       uint32
+}
+
 type keyUse struct {
 	card string
 	atc  uint32
@@ -469,13 +474,16 @@ type accountState struct {
 // adviceSet is what applySet knows of the batch's records, cards and
 // accounts, read from the database and updated advice by advice in memory.
 type adviceSet struct {
-	records  map[recordID]*knownRecord
-	keys     map[string][]keyUse
-	atcs     map[cardATC]string // digest of the first record of each ATC
-	dupKnown map[recordID]bool  // duplicates listed in ledger_atc_duplicates
-	cards    map[string]*cardState
-	accounts map[string]*accountState
-	batches  map[string]int64
+	records map[recordID]*knownRecord
+	keys    map[string][]keyUse // uses in this batch
+	// keyConflicts: (key, card, ATC) → "card/ATC" of a debit recorded
+	// before the batch under that key for another card or ATC.
+	keyConflicts map[keyTriple]string
+	atcs         map[cardATC]string // digest of the first record of each ATC
+	dupKnown     map[recordID]bool  // duplicates listed in ledger_atc_duplicates
+	cards        map[string]*cardState
+	accounts     map[string]*accountState
+	batches      map[string]int64
 
 	// Rows to write, flat, in column order.
 	postings, legs, atcRows, dupRows, adviceRows []any
@@ -494,7 +502,8 @@ type replay struct {
 // of the attempt (the transaction is rolled back).
 func (s *SQLStore) applySet(ctx context.Context, t sqldb.Tx, items []adviceItem, res []AdviceResult) error {
 	now := micros(s.now())
-	st := &adviceSet{records: map[recordID]*knownRecord{}, keys: map[string][]keyUse{}, atcs: map[cardATC]string{},
+	st := &adviceSet{records: map[recordID]*knownRecord{}, keys: map[string][]keyUse{}, keyConflicts: map[keyTriple]string{},
+		atcs:     map[cardATC]string{},
 		dupKnown: map[recordID]bool{}, cards: map[string]*cardState{}, accounts: map[string]*accountState{},
 		batches: map[string]int64{}}
 	if err := st.read(ctx, t, items); err != nil {
@@ -541,7 +550,8 @@ func (st *adviceSet) read(ctx context.Context, t sqldb.Tx, items []adviceItem) e
 	var (
 		recArgs, keyArgs, atcArgs, cardArgs, accArgs, termArgs []any
 		seenRec                                                = map[recordID]bool{}
-		seenKey, seenCard, seenAcc, seenTerm                   = map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}
+		seenCard, seenAcc, seenTerm                            = map[string]bool{}, map[string]bool{}, map[string]bool{}
+		seenKey                                                = map[keyTriple]bool{}
 		seenATC                                                = map[cardATC]bool{}
 	)
 	for _, it := range items {
@@ -550,9 +560,9 @@ func (st *adviceSet) read(ctx context.Context, t sqldb.Tx, items []adviceItem) e
 			seenRec[r] = true
 			recArgs = append(recArgs, a.CardID, int64(a.ATC), a.Digest)
 		}
-		if !seenKey[a.Key] {
-			seenKey[a.Key] = true
-			keyArgs = append(keyArgs, a.Key)
+		if k := (keyTriple{a.Key, a.CardID, a.ATC}); !seenKey[k] {
+			seenKey[k] = true
+			keyArgs = append(keyArgs, a.Key, a.CardID, int64(a.ATC))
 		}
 		if c := (cardATC{a.CardID, a.ATC}); !seenATC[c] {
 			seenATC[c] = true
@@ -573,33 +583,51 @@ func (st *adviceSet) read(ctx context.Context, t sqldb.Tx, items []adviceItem) e
 			termArgs = append(termArgs, a.TerminalID)
 		}
 	}
-	scanAdvice := func(rows *sql.Rows) error {
+	if err := queryChunks(ctx, t, &qAdviceByRecord, recArgs, func(rows *sql.Rows) error {
 		var (
-			card, digest, kind, key, hash string
-			atc                           int64
+			card, digest string
+			atc          int64
+			found        sql.NullString // kind ":" request hash
 		)
-		if err := rows.Scan(&card, &atc, &digest, &kind, &key, &hash); err != nil {
+		if err := rows.Scan(&card, &atc, &digest, &found); err != nil {
 			return err
 		}
-		st.records[recordID{card, uint32(atc), digest}] = &knownRecord{kind: kind, hash: hash}
-		st.keys[key] = append(st.keys[key], keyUse{card: card, atc: uint32(atc), kind: kind})
+		if found.Valid {
+			kind, hash, _ := strings.Cut(found.String, ":")
+			st.records[recordID{card, uint32(atc), digest}] = &knownRecord{kind: kind, hash: hash}
+		}
 		return nil
-	}
-	if err := queryChunks(ctx, t, &qAdviceByRecord, recArgs, scanAdvice); err != nil {
+	}); err != nil {
 		return fmt.Errorf("ledger: read advices: %w", err)
 	}
-	if err := queryChunks(ctx, t, &qAdviceByKey, keyArgs, scanAdvice); err != nil {
+	if err := queryChunks(ctx, t, &qAdviceByKey, keyArgs, func(rows *sql.Rows) error {
+		var (
+			key, card string
+			atc       int64
+			other     sql.NullString
+		)
+		if err := rows.Scan(&key, &card, &atc, &other); err != nil {
+			return err
+		}
+		if other.Valid {
+			st.keyConflicts[keyTriple{key, card, uint32(atc)}] = other.String
+		}
+		return nil
+	}); err != nil {
 		return fmt.Errorf("ledger: read advices: %w", err)
 	}
 	if err := queryChunks(ctx, t, &qCardATCs, atcArgs, func(rows *sql.Rows) error {
 		var (
-			card, digest string
-			atc          int64
+			card   string
+			atc    int64
+			digest sql.NullString
 		)
 		if err := rows.Scan(&card, &atc, &digest); err != nil {
 			return err
 		}
-		st.atcs[cardATC{card, uint32(atc)}] = digest
+		if digest.Valid {
+			st.atcs[cardATC{card, uint32(atc)}] = digest.String
+		}
 		return nil
 	}); err != nil {
 		return fmt.Errorf("ledger: read ATCs: %w", err)
@@ -655,6 +683,10 @@ func (st *adviceSet) decide(ctx context.Context, t sqldb.Tx, it adviceItem, now 
 	known, found := st.records[rid]
 	if found && (known.kind != string(AdviceDebit) || known.hash != it.hash) {
 		return AdviceResult{}, fmt.Errorf("%w: card %s ATC %d record %s was posted with other details", ErrConflict, a.CardID, a.ATC, a.Digest)
+	}
+	if other, ok := st.keyConflicts[keyTriple{a.Key, a.CardID, a.ATC}]; ok {
+		card, atc, _ := strings.Cut(other, "/")
+		return AdviceResult{}, fmt.Errorf("%w: advice key %q was used for card %s ATC %s", ErrConflict, a.Key, card, atc)
 	}
 	for _, u := range st.keys[a.Key] {
 		// A load completion whose transaction key equals this key does
@@ -809,13 +841,13 @@ func (st *adviceSet) write(ctx context.Context, t sqldb.Tx, now int64) error {
 		args []any
 	}{
 		{"create accounts", &xAccounts, newAccounts},
+		{"update balances", &uBalances, balances},
 		{"insert postings", &xPostings, st.postings},
 		{"insert legs", &xLegs, st.legs},
 		{"record ATCs", &xCardATCs, st.atcRows},
 		{"record ATC duplicates", &xDuplicates, st.dupRows},
 		{"record cards", &xCards, newCards},
 		{"update cards", &uCards, cards},
-		{"update balances", &uBalances, balances},
 		{"record advices", &xAdvices, st.adviceRows},
 	} {
 		if err := execChunks(ctx, t, w.q, w.args, now); err != nil {
@@ -996,12 +1028,23 @@ func caseArgs(c *chunkStmt, rows []any, k int, now int64) []any {
 // The statements of applySet. Reads are chunked by 64 rows, writes by at
 // most about 1,000 arguments (well below SQLite's and PostgreSQL's limits).
 var (
-	qAdviceByRecord = chunkStmt{head: `SELECT card_id, atc, digest, kind, idem_key, request_hash FROM ledger_advices WHERE `,
-		term: `(card_id = ? AND atc = ? AND digest = ?)`, sep: ` OR `, per: 3, max: 64}
-	qAdviceByKey = chunkStmt{head: `SELECT card_id, atc, digest, kind, idem_key, request_hash FROM ledger_advices WHERE idem_key IN (`,
-		term: `?`, sep: `, `, tail: `)`, per: 1, max: 64}
-	qCardATCs = chunkStmt{head: `SELECT card_id, atc, digest FROM ledger_card_atcs WHERE `,
-		term: `(card_id = ? AND atc = ?)`, sep: ` OR `, per: 2, max: 64}
+	// Each lookup is a scalar subquery per row of a VALUES list (columns
+	// column1, … on both engines): one primary-key or index probe per row
+	// whatever the table's statistics. PostgreSQL plans an OR of 64
+	// conjunctions slowly, and a join to VALUES as a hash join over a
+	// sequential scan while the table looks small. The CASTs type the ATC
+	// column on PostgreSQL. A record's kind and request hash come as one
+	// string (kinds hold no ':'), a key's use for another card or ATC as
+	// "card/ATC" (card IDs hold no '/').
+	qAdviceByRecord = chunkStmt{head: `SELECT v.column1, v.column2, v.column3, (SELECT a.kind || ':' || a.request_hash FROM ledger_advices a
+WHERE a.card_id = v.column1 AND a.atc = v.column2 AND a.digest = v.column3) FROM (VALUES `,
+		term: `(?, CAST(? AS BIGINT), ?)`, sep: `, `, tail: `) v`, per: 3, max: 64}
+	qAdviceByKey = chunkStmt{head: `SELECT v.column1, v.column2, v.column3, (SELECT MIN(a.card_id || '/' || CAST(a.atc AS TEXT)) FROM ledger_advices a
+WHERE a.idem_key = v.column1 AND a.kind = 'debit' AND (a.card_id <> v.column2 OR a.atc <> v.column3)) FROM (VALUES `,
+		term: `(?, ?, CAST(? AS BIGINT))`, sep: `, `, tail: `) v`, per: 3, max: 64}
+	qCardATCs = chunkStmt{head: `SELECT v.column1, v.column2, (SELECT c.digest FROM ledger_card_atcs c
+WHERE c.card_id = v.column1 AND c.atc = v.column2) FROM (VALUES `,
+		term: `(?, CAST(? AS BIGINT))`, sep: `, `, tail: `) v`, per: 2, max: 64}
 	qCards = chunkStmt{head: `SELECT card_id, last_atc, seen, duplicates FROM ledger_cards WHERE card_id IN (`,
 		term: `?`, sep: `, `, tail: `)`, per: 1, max: 64}
 	qAccounts = chunkStmt{head: `SELECT id, currency, balance FROM ledger_accounts WHERE id IN (`,

@@ -479,3 +479,26 @@ func TestApplyAdvicesSetMatchesOneByOne(t *testing.T) {
 		assert.NotZero(t, ta.Debits)
 	})
 }
+
+// A write of the set-based path that fails for a reason of one advice (here
+// a posting key already taken, which only a damaged ledger can hold) sends
+// the batch down the per-advice path: only that advice fails. SQLite only:
+// on PostgreSQL a unique violation is taken for a race and retried whole.
+func TestApplyAdvicesFallback(t *testing.T) {
+	s := openStore(t, "sqlite")
+	ctx := context.Background()
+	bad := advice(card1, 1, "tc1", 10)
+	_, err := s.DB().SQL().ExecContext(ctx, `INSERT INTO ledger_postings (id, idem_key, request_hash, memo, txn_key, created_at)
+VALUES ('x', ?, '', '', '', 0)`, adviceKey(bad))
+	require.NoError(t, err)
+	res := s.ApplyAdvices(ctx, []DebitAdvice{advice(card2, 1, "tcb1", 5), bad, advice(card2, 2, "tcb2", 6)})
+	require.NoError(t, res[0].Err)
+	require.Error(t, res[1].Err)
+	require.NoError(t, res[2].Err)
+	assert.Equal(t, int64(11), balance(t, s, purse2))
+	_, err = s.Account(ctx, purse1)
+	assert.ErrorIs(t, err, ErrNotFound, "nothing of the failed advice")
+	cs, err := s.Card(ctx, card2)
+	require.NoError(t, err)
+	assert.Equal(t, uint32(2), cs.LastATC)
+}

@@ -373,8 +373,9 @@ type Store interface {
 	Card(ctx context.Context, cardID string) (CardStatus, error)
 	// Report returns the settlement report.
 	Report(ctx context.Context) (Report, error)
-	// ApplyAdvices posts debit advices in one database transaction, each
-	// isolated by a savepoint; the results are in the order of the advices.
+	// ApplyAdvices posts debit advices in one database transaction, as if
+	// one after the other (a failing advice spoils none of the others); the
+	// results are in the order of the advices.
 	ApplyAdvices(ctx context.Context, advices []DebitAdvice) []AdviceResult
 	// CardAdvices lists what terminals reported for a card, by ATC.
 	CardAdvices(ctx context.Context, cardID string) ([]AdviceRecord, error)

@@ -250,10 +250,9 @@ func (t *target) run(ctx context.Context, cfg BenchConfig, n int) error {
 	if t.rate > 0 {
 		t.gen.cfg.Prebuild = int(1.5*t.rate*cfg.Duration.Seconds())/cfg.Terminals + 16
 	}
+	// (Sampled before the prebuild, which does not touch the database.)
 	backends := t.backendCPU(ctx)
-	cpu0 := processCPU()
 	res, err := t.gen.Run(ctx, cfg.Duration)
-	cpu := processCPU() - cpu0
 	if err != nil {
 		return fmt.Errorf("loadgen: %s run %d: %w", t.name, n, err)
 	}
@@ -265,9 +264,7 @@ func (t *target) run(ctx context.Context, cfg BenchConfig, n int) error {
 	for k, v := range res.Codes {
 		t.series.Codes[k] += v
 	}
-	// The build happened before the window; what the process spent
-	// inside it is the server's work and the generator's I/O.
-	t.cpu = append(t.cpu, float64(cpu.Microseconds())/float64(res.Acked))
+	t.cpu = append(t.cpu, float64(res.CPU.Microseconds())/float64(res.Acked))
 	note := ""
 	if backends != nil {
 		if d := t.backendCPU(ctx); d != nil {

@@ -128,9 +128,13 @@ type Result struct {
 	// BuiltLive counts the advices built inside the timed window (the
 	// prebuilt ones ran out).
 	BuiltLive int64 `json:"built_live"`
-	// BuildMicros is the CPU-free wall time per advice of building and
-	// signing before the window (one goroutine per terminal).
+	// BuildMicros is the wall time per advice of signing on and building
+	// the advices before the window (all terminals in parallel).
 	BuildMicros float64 `json:"build_us_per_advice"`
+	// CPU is this process's CPU time (user + system) inside the window:
+	// the server's work when it runs in this process, and the
+	// generator's sending and checking of answers.
+	CPU time.Duration `json:"cpu_ns"`
 }
 
 // sent is an advice whose outcome is known (acked) or not (lost).
@@ -437,6 +441,7 @@ func (g *Generator) Run(ctx context.Context, d time.Duration) (Result, error) {
 
 	res := Result{Codes: map[string]int64{}, BuildMicros: float64(buildTime.Microseconds()) / float64(per*len(g.terms))}
 	var mu sync.Mutex
+	cpu0 := processCPU()
 	deadline := time.Now().Add(d)
 	start := time.Now()
 	for i, tt := range g.terms {
@@ -495,6 +500,7 @@ func (g *Generator) Run(ctx context.Context, d time.Duration) (Result, error) {
 	}
 	wg.Wait()
 	res.Elapsed = time.Since(start)
+	res.CPU = processCPU() - cpu0
 	res.PerSecond = float64(res.Acked) / res.Elapsed.Seconds()
 	return res, first
 }

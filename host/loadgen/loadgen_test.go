@@ -2,7 +2,9 @@ package loadgen
 
 import (
 	"context"
+	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -60,29 +62,60 @@ func TestRunAndVerify(t *testing.T) {
 	}
 }
 
-// BenchmarkServer: one timed run per engine against the in-process
-// server (profile with -cpuprofile); b.N is ignored, the run lasts 3 s.
+// BenchmarkServer: timed runs of 3 s per engine against the in-process
+// server (profile with -cpuprofile); b.N is ignored, $LOADGEN_RUNS runs
+// (default 1), the figures of the last reported.
 func BenchmarkServer(b *testing.B) {
+	runs, _ := strconv.Atoi(os.Getenv("LOADGEN_RUNS"))
+	runs = max(runs, 1)
 	for _, engine := range dbtest.Engines {
 		b.Run(engine, func(b *testing.B) {
 			ctx := context.Background()
-			dsn := filepath.Join(b.TempDir(), "ledger.db")
+			dsn := "file:" + filepath.Join(b.TempDir(), "ledger.db") + os.Getenv("LOADGEN_SQLITE_QUERY")
 			if engine == "postgres" {
 				dsn = dbtest.PostgresDSN(b)
 			}
 			srv, err := StartServer(ctx, dsn, ServerOptions{})
 			require.NoError(b, err)
 			defer func() { require.NoError(b, srv.Close()) }()
-			terms, err := Provision(ctx, srv.Service.Registry, 64, 4, srv.KeyVersion)
+			terms, err := Provision(ctx, srv.Service.Registry, terms0(), 4, srv.KeyVersion)
 			require.NoError(b, err)
-			g, err := New(Config{Addr: srv.Addr, Terminals: terms, TCMaster: srv.TCMaster, Prebuild: 300})
+			g, err := New(Config{Addr: srv.Addr, Terminals: terms, TCMaster: srv.TCMaster, Prebuild: 400})
 			require.NoError(b, err)
 			b.ResetTimer()
-			cpu0 := processCPU()
-			res, err := g.Run(ctx, 3*time.Second)
-			require.NoError(b, err)
-			b.ReportMetric(res.PerSecond, "advices/s")
-			b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(res.Acked), "cpu-µs/advice")
+			for range runs {
+				res, err := g.Run(ctx, 3*time.Second)
+				require.NoError(b, err)
+				b.Logf("%.0f advices/s, %.0f CPU µs/advice", res.PerSecond, float64(res.CPU.Microseconds())/float64(res.Acked))
+				b.ReportMetric(res.PerSecond, "advices/s")
+				b.ReportMetric(float64(res.CPU.Microseconds())/float64(res.Acked), "cpu-µs/advice")
+			}
 		})
 	}
+}
+
+func TestPGBenchOutput(t *testing.T) {
+	out := []byte("pgbench (15.8)\ntransaction type: <builtin: simple update>\nnumber of clients: 8\n" +
+		"latency average = 1.652 ms\ninitial connection time = 10.3 ms\ntps = 4844.123456 (without initial connection time)\n")
+	m := tpsLine.FindSubmatch(out)
+	require.NotNil(t, m)
+	require.Equal(t, "4844.123456", string(m[1]))
+	require.Nil(t, tpsLine.FindSubmatch([]byte("latency average = 1 ms\n")))
+	require.Equal(t, 2.0, median([]float64{3, 1, 2}))
+	require.Equal(t, 2.5, median([]float64{4, 1, 2, 3}))
+	require.Zero(t, median(nil))
+	if p := findPGBench(); p != "" {
+		_, err := os.Stat(p)
+		require.NoError(t, err)
+	}
+}
+
+// terms0 is the number of terminals of BenchmarkServer: $LOADGEN_TERMINALS,
+// 64 by default.
+func terms0() int {
+	n, _ := strconv.Atoi(os.Getenv("LOADGEN_TERMINALS"))
+	if n <= 0 {
+		return 64
+	}
+	return n
 }

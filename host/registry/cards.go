@@ -202,7 +202,8 @@ func (s *Store) ListCards(ctx context.Context) ([]Card, error) {
 
 // SetCardStatus sets a card Active, Blocked or Hotlisted with a reason. A
 // change bumps the card version in the same transaction; setting the status
-// the card already has changes nothing (no new version).
+// the card already has changes nothing (no new version). SetCardStatuses
+// does the same for many cards, a chunk per transaction.
 func (s *Store) SetCardStatus(ctx context.Context, id string, st Status, reason string) error {
 	id, err := NormCardID(id)
 	if err != nil {

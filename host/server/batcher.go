@@ -12,8 +12,8 @@ import (
 var ErrBatcherClosed = errors.New("server: advice batcher closed")
 
 // Batcher group-commits debit advices: concurrent Submits are gathered into
-// one ApplyAdvices call (one database transaction, one fsync on SQLite),
-// each advice isolated by a savepoint in the ledger. There is no timer: a
+// one ApplyAdvices call (one database transaction, one fsync on SQLite,
+// set-based in the ledger: docs/ledger.md §11). There is no timer: a
 // batch is whatever queued while the previous one committed, so a lone
 // advice is committed at once and a busy server commits many per
 // transaction (docs/server.md §5).
