@@ -139,7 +139,7 @@ at the end.`,
 	f := cmd.Flags()
 	f.IntVar(&cfg.Runs, "runs", 5, "runs per path; the median is reported")
 	f.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of one run")
-	f.IntVar(&cfg.Terminals, "terminals", 64, "simulated terminals, one connection each")
+	f.IntVar(&cfg.Terminals, "terminals", 200, "simulated terminals, one connection each (200: the load scenario of issue 5)")
 	f.IntVar(&cfg.Cards, "cards", 4, "cards per terminal")
 	f.StringVar(&cfg.PG, "pg", "", "PostgreSQL DSN of a role that may CREATE DATABASE (default $VALUECHIP_PG_DSN; --pg '' for SQLite only)")
 	f.IntVar(&cfg.PGBenchClients, "pgbench-clients", 8, "pgbench -c")

@@ -747,7 +747,7 @@ func (st *adviceSet) decide(ctx context.Context, t sqldb.Tx, it adviceItem, now 
 		}
 		addDup = !listed
 	}
-	id, err := newID()
+	id, err := newID(t.Dialect())
 	if err != nil {
 		return AdviceResult{}, err
 	}
@@ -772,7 +772,7 @@ func (st *adviceSet) decide(ctx context.Context, t sqldb.Tx, it adviceItem, now 
 		c.dups++
 		st.dupKnown[rid] = true
 		if addDup {
-			did, err := newID()
+			did, err := newID(t.Dialect())
 			if err != nil {
 				return AdviceResult{}, err
 			}

@@ -224,7 +224,7 @@ func (s *SQLStore) insertPosting(ctx context.Context, t sqldb.Tx, key, memo, txn
 // writePosting inserts a posting and its legs; the caller moves the
 // balances.
 func (s *SQLStore) writePosting(ctx context.Context, t sqldb.Tx, key, memo, txnKey string, legs []Leg, hash string, now int64) (Receipt, error) {
-	id, err := newID()
+	id, err := newID(t.Dialect())
 	if err != nil {
 		return Receipt{}, err
 	}
@@ -594,7 +594,7 @@ ON CONFLICT (card_id, atc) DO NOTHING`, a.CardID, int64(a.ATC), a.Digest, a.Term
 				return res, err
 			}
 			if !known {
-				id, err := newID()
+				id, err := newID(t.Dialect())
 				if err != nil {
 					return res, err
 				}

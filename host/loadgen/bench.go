@@ -86,7 +86,7 @@ func (c *BenchConfig) defaults() {
 		c.Duration = 5 * time.Second
 	}
 	if c.Terminals <= 0 {
-		c.Terminals = 64
+		c.Terminals = 200
 	}
 	if c.Cards <= 0 {
 		c.Cards = 4
