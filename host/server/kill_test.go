@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -86,12 +85,12 @@ func TestKill9(t *testing.T) {
 			require.NoError(t, err)
 			reg, err := registry.New(ctx, db, kr)
 			require.NoError(t, err)
-			const n = 8
+			const n = 200 // concurrent terminals, one connection each (issue 5: at least 200)
 			var terms []*tterm
 			var cards []*vcard
 			tmks := map[string]iso8583.Key{}
 			for i := range n {
-				id, mid := "K"+strings.Repeat("0", 6)+string(rune('0'+i)), "MERCHANTK00000"+string(rune('0'+i))
+				id, mid := fmt.Sprintf("K%07d", i), fmt.Sprintf("MERCHANTK%06d", i)
 				_, tmk, err := reg.RegisterTerminal(ctx, id, mid)
 				require.NoError(t, err)
 				tmks[id] = tmk
@@ -132,7 +131,7 @@ func TestKill9(t *testing.T) {
 			child, addr := start()
 			connect(addr)
 			// Fund the cards, then prepare the advices.
-			const per, amount = 60, 3
+			const per, amount = 15, 3
 			msgs := make([][]*moov.Message, n)
 			for i, tt := range terms {
 				s := cards[i].initLoad(t, 10000, tt.id)
