@@ -71,6 +71,11 @@ func (b *Batcher) Submit(ctx context.Context, a ledger.DebitAdvice) ledger.Advic
 	return <-it.out
 }
 
+// Queued is the number of advices waiting for the next batch (at most
+// maxBatch; further Submits wait to be queued): the depth of the group
+// commit's queue.
+func (b *Batcher) Queued() int { return len(b.in) }
+
 // Close applies what is queued and stops the batcher.
 func (b *Batcher) Close() {
 	b.mu.Lock()

@@ -47,6 +47,11 @@ func TestBatcher(t *testing.T) {
 		wg.Add(1)
 		go func() { defer wg.Done(); res[i] = b.Submit(context.Background(), ledger.DebitAdvice{Key: keys[i]}) }()
 	}
+	// Open the gate only once the queue is full (8 queued, 12 more waiting
+	// to be queued): then the next batches must group them.
+	for b.Queued() < 8 {
+		runtimeGosched()
+	}
 	// A Submit whose context is already over is not applied.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
