@@ -144,8 +144,10 @@ func sqliteDSN(dsn string) (string, error) {
 	// indexes) is copied into the database once per checkpoint, and the
 	// writer that runs it stalls ten times less often; group-committed debit
 	// advices spend ~15% less CPU (docs/ledger.md §11). Durability is the
-	// WAL's, unchanged.
-	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(1)", "temp_store(MEMORY)", "wal_autocheckpoint(10000)"} {
+	// WAL's, unchanged. cache_size(-32768) gives each connection a 32 MiB
+	// page cache instead of 2 MiB, so the index pages a batch of advices
+	// walks stay in memory as the ledger grows (a few % more advices/s).
+	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(1)", "temp_store(MEMORY)", "wal_autocheckpoint(10000)", "cache_size(-32768)"} {
 		q.Add("_pragma", p)
 	}
 	if q.Get("_txlock") == "" {
