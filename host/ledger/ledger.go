@@ -54,12 +54,16 @@ const (
 	// KindFunding is an external source of funds for loads (bank, card
 	// acquirer, cash desk); Ref names it.
 	KindFunding AccountKind = "funding"
+	// KindWallet is a holder's network wallet (host/wallet); Ref names the
+	// holder. A liability like a purse shadow: negative when the issuer owes
+	// the holder, positive when the holder has drawn on credit.
+	KindWallet AccountKind = "wallet"
 )
 
 // Valid reports whether k is one of the defined kinds.
 func (k AccountKind) Valid() bool {
 	switch k {
-	case KindIssuerFloat, KindPurse, KindMerchant, KindFunding:
+	case KindIssuerFloat, KindPurse, KindMerchant, KindFunding, KindWallet:
 		return true
 	}
 	return false
@@ -103,6 +107,12 @@ type Posting struct {
 	// They are not part of the idempotency hash: a replay is answered with
 	// the original receipt whatever its floors.
 	Floors map[string]int64
+	// Ceilings are the mirror of Floors: account → the highest balance it
+	// may have after the posting (ErrInsufficientFunds otherwise). A
+	// liability that may be overdrawn up to a limit — a network wallet with
+	// a credit level — is a ceiling on its account: its ledger balance is
+	// the negation of what the holder sees (docs/ledger.md §2).
+	Ceilings map[string]int64
 }
 
 // Receipt is the durable result of a posting.
@@ -546,7 +556,8 @@ func adviceHash(a DebitAdvice) string {
 	return h.sum()
 }
 
-// validateFloors checks that every floor names an account of the legs.
+// validateFloors checks that every floor (or ceiling) names an account of
+// the legs.
 func validateFloors(legs []Leg, floors map[string]int64) error {
 	for acc := range floors {
 		found := false
@@ -557,7 +568,7 @@ func validateFloors(legs []Leg, floors map[string]int64) error {
 			}
 		}
 		if !found {
-			return fmt.Errorf("%w: floor on %s, which the posting does not touch", ErrInvalid, acc)
+			return fmt.Errorf("%w: floor or ceiling on %s, which the posting does not touch", ErrInvalid, acc)
 		}
 	}
 	return nil

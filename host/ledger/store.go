@@ -89,7 +89,7 @@ func (s *SQLStore) Post(ctx context.Context, p Posting) (Receipt, error) {
 	if err := validateLegs(p.Legs); err != nil {
 		return Receipt{}, err
 	}
-	if err := validateFloors(p.Legs, p.Floors); err != nil {
+	if err := errors.Join(validateFloors(p.Legs, p.Floors), validateFloors(p.Legs, p.Ceilings)); err != nil {
 		return Receipt{}, err
 	}
 	hash := postingHash(p.Memo, p.Legs)
@@ -108,7 +108,7 @@ func (s *SQLStore) Post(ctx context.Context, p Posting) (Receipt, error) {
 			r.Replayed = true
 			return nil
 		}
-		r, err = s.insertPosting(ctx, t, p.Key, p.Memo, "", p.Legs, hash, p.Floors)
+		r, err = s.insertPosting(ctx, t, p.Key, p.Memo, "", p.Legs, hash, p.Floors, p.Ceilings)
 		return err
 	})
 	if err != nil {
@@ -177,10 +177,10 @@ func (s *SQLStore) legs(ctx context.Context, t sqldb.Tx, postingID string) ([]Le
 }
 
 // insertPosting writes a validated posting and moves the balances, after
-// checking the floors against the new balances. The caller has checked that
-// key is unused in this transaction.
+// checking the floors and ceilings against the new balances. The caller has
+// checked that key is unused in this transaction.
 func (s *SQLStore) insertPosting(ctx context.Context, t sqldb.Tx, key, memo, txnKey string, legs []Leg, hash string,
-	floors map[string]int64) (Receipt, error) {
+	floors, ceilings map[string]int64) (Receipt, error) {
 	// Compute every new balance first, with overflow checks, so nothing is
 	// written for a posting that cannot apply.
 	balances := map[string]int64{}
@@ -207,6 +207,11 @@ func (s *SQLStore) insertPosting(ctx context.Context, t sqldb.Tx, key, memo, txn
 	for acc, floor := range floors {
 		if b := balances[acc]; b < floor {
 			return Receipt{}, fmt.Errorf("%w: %s would be %d, below %d", ErrInsufficientFunds, acc, b, floor)
+		}
+	}
+	for acc, ceiling := range ceilings {
+		if b := balances[acc]; b > ceiling {
+			return Receipt{}, fmt.Errorf("%w: %s would be %d, above %d", ErrInsufficientFunds, acc, b, ceiling)
 		}
 	}
 	rc, err := s.writePosting(ctx, t, key, memo, txnKey, legs, hash, micros(s.now()))
@@ -292,7 +297,7 @@ func (s *SQLStore) Begin(ctx context.Context, r BeginRequest) (Txn, error) {
 		}
 		postingID := ""
 		if len(r.Legs) > 0 {
-			rc, err := s.insertPosting(ctx, t, beginKey(r.Key), r.Memo, r.Key, r.Legs, postingHash(r.Memo, r.Legs), r.Floors)
+			rc, err := s.insertPosting(ctx, t, beginKey(r.Key), r.Memo, r.Key, r.Legs, postingHash(r.Memo, r.Legs), r.Floors, nil)
 			if err != nil {
 				return err
 			}
@@ -446,7 +451,7 @@ func (s *SQLStore) finish(ctx context.Context, key string, target TxnState, hash
 		}
 		postingID := ""
 		if len(legs) > 0 {
-			rc, err := s.insertPosting(ctx, t, pkey, memo, key, legs, postingHash(memo, legs), nil)
+			rc, err := s.insertPosting(ctx, t, pkey, memo, key, legs, postingHash(memo, legs), nil, nil)
 			if err != nil {
 				return err
 			}

@@ -191,11 +191,6 @@ func validKey(s string) bool {
 	return true
 }
 
-// The ledger accounts of a wallet (docs/wallet.md §3). They are of kind
-// funding until the ledger has a wallet kind; the refs say what they are.
-func valueRef(holder string) string     { return "wallet:" + holder }
-func availableRef(holder string) string { return "wallet-available:" + holder }
-func lineRef(holder string) string      { return "wallet-line:" + holder }
 
 // Wallet is the state of one wallet.
 type Wallet struct {
@@ -211,14 +206,10 @@ type Wallet struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
-type accounts struct{ value, available, line string }
-
-func (s *Service) accountIDs(holder string) accounts {
-	return accounts{
-		value:     ledger.AccountID(ledger.KindFunding, valueRef(holder), s.currency),
-		available: ledger.AccountID(ledger.KindFunding, availableRef(holder), s.currency),
-		line:      ledger.AccountID(ledger.KindFunding, lineRef(holder), s.currency),
-	}
+// account is the wallet's one ledger account (docs/wallet.md §3): kind
+// wallet, a liability whose balance is the negation of the holder's.
+func (s *Service) account(holder string) string {
+	return ledger.AccountID(ledger.KindWallet, holder, s.currency)
 }
 
 // ensure creates a ledger account once per process.
@@ -255,24 +246,9 @@ func (s *Service) Open(ctx context.Context, holder string, level int) (Wallet, e
 	} else if err != nil && !errors.Is(err, ErrUnknownWallet) {
 		return Wallet{}, err
 	}
-	for _, ref := range []string{valueRef(holder), availableRef(holder), lineRef(holder)} {
-		if _, err := s.ensure(ctx, ledger.KindFunding, ref); err != nil {
-			return Wallet{}, fmt.Errorf("wallet %s: %w", holder, err)
-		}
-	}
-	// The credit line: the available memo account starts at the limit,
-	// against its contra (docs/wallet.md §3). Posted before the row so a
-	// wallet that exists always has its line.
-	a := s.accountIDs(holder)
-	if limit > 0 {
-		_, err := s.led.Post(ctx, ledger.Posting{Key: "wal/" + holder + "/open",
-			Memo: fmt.Sprintf("wallet %s opened at credit level %d", holder, level),
-			Legs: []ledger.Leg{{Account: a.available, Amount: limit, Currency: s.currency}, {Account: a.line, Amount: -limit, Currency: s.currency}}})
-		if errors.Is(err, ledger.ErrConflict) {
-			return Wallet{}, fmt.Errorf("%w: wallet %s is being opened at another level", ErrDuplicate, holder)
-		} else if err != nil {
-			return Wallet{}, fmt.Errorf("wallet %s: %w", holder, err)
-		}
+	// The account first, so a wallet whose row exists always has it.
+	if _, err := s.ensure(ctx, ledger.KindWallet, holder); err != nil {
+		return Wallet{}, fmt.Errorf("wallet %s: %w", holder, err)
 	}
 	now := s.now().UnixMicro()
 	err := s.db.Tx(ctx, true, func(tx sqldb.Tx) error {
@@ -285,7 +261,12 @@ func (s *Service) Open(ctx context.Context, holder string, level int) (Wallet, e
 		return err
 	})
 	if err != nil {
-		return Wallet{}, fmt.Errorf("wallet %s: %w", holder, err)
+		// Two opens raced; the row that won decides.
+		if w, rerr := s.row(ctx, holder); rerr == nil && (w.Level != level || w.Limit != limit) {
+			return Wallet{}, fmt.Errorf("%w: wallet %s is open at level %d", ErrDuplicate, holder, w.Level)
+		} else if rerr != nil {
+			return Wallet{}, fmt.Errorf("wallet %s: %w", holder, err)
+		}
 	}
 	return s.Show(ctx, holder)
 }
@@ -320,18 +301,13 @@ func (s *Service) Show(ctx context.Context, holder string) (Wallet, error) {
 	if err != nil {
 		return Wallet{}, err
 	}
-	a := s.accountIDs(holder)
-	v, err := s.led.Balance(ctx, a.value)
-	if err != nil {
-		return Wallet{}, fmt.Errorf("wallet %s: %w", holder, err)
-	}
-	av, err := s.led.Balance(ctx, a.available)
+	v, err := s.led.Balance(ctx, s.account(holder))
 	if err != nil {
 		return Wallet{}, fmt.Errorf("wallet %s: %w", holder, err)
 	}
 	// The value account is a liability: its ledger balance is the negation
 	// of what the holder sees (docs/ledger.md §2).
-	w.Balance, w.Available = -v, av
+	w.Balance, w.Available = -v, w.Limit-v
 	return w, nil
 }
 
@@ -351,12 +327,10 @@ func (s *Service) TopUp(ctx context.Context, holder string, amount int64, source
 	if err != nil {
 		return Outcome{Code: CodeSystemError}, fmt.Errorf("wallet %s: %w", holder, err)
 	}
-	a := s.accountIDs(holder)
 	c := s.currency
 	return s.post(ctx, holder, source, amount, ledger.Posting{Key: "wal/" + holder + "/topup/" + key,
 		Memo: fmt.Sprintf("wallet %s top-up from %s", holder, source),
-		Legs: []ledger.Leg{{Account: src, Amount: amount, Currency: c}, {Account: a.value, Amount: -amount, Currency: c},
-			{Account: a.available, Amount: amount, Currency: c}, {Account: a.line, Amount: -amount, Currency: c}}})
+		Legs: []ledger.Leg{{Account: src, Amount: amount, Currency: c}, {Account: s.account(holder), Amount: -amount, Currency: c}}})
 }
 
 // Outcome is the answer to a top-up or a purchase.
@@ -377,7 +351,7 @@ type Outcome struct {
 // Purchase pays merchant amount from the holder's wallet, once per key.
 // It is refused with ErrInsufficientFunds (code 51), nothing posted, when
 // the holder's balance would go below −limit. The check is the ledger's
-// floor on the available account, inside the posting's transaction.
+// ceiling on the wallet's account, inside the posting's transaction.
 func (s *Service) Purchase(ctx context.Context, holder, merchant string, amount int64, key string) (Outcome, error) {
 	if amount <= 0 || amount > MaxAmount {
 		return Outcome{Code: CodeInvalidAmount, Holder: holder, Party: merchant, Amount: amount}, fmt.Errorf("%w: %d", ErrInvalidAmount, amount)
@@ -386,20 +360,22 @@ func (s *Service) Purchase(ctx context.Context, holder, merchant string, amount 
 		return Outcome{Code: CodeFormatError, Holder: holder, Party: merchant, Amount: amount},
 			fmt.Errorf("%w: holder %q, merchant %q, key %q", ErrInvalid, holder, merchant, key)
 	}
-	if _, err := s.row(ctx, holder); err != nil {
+	w, err := s.row(ctx, holder)
+	if err != nil {
 		return Outcome{Code: ResponseCode(err), Holder: holder, Party: merchant, Amount: amount}, err
 	}
 	m, err := s.ensure(ctx, ledger.KindMerchant, merchant)
 	if err != nil {
 		return Outcome{Code: CodeSystemError, Holder: holder, Party: merchant, Amount: amount}, fmt.Errorf("wallet %s: %w", holder, err)
 	}
-	a := s.accountIDs(holder)
-	c := s.currency
+	// The credit level's limit is a ceiling on the wallet's account, checked
+	// by the ledger inside the posting's transaction: concurrent purchases
+	// cannot overdraw it together (no check-then-act).
+	a, c := s.account(holder), s.currency
 	return s.post(ctx, holder, merchant, amount, ledger.Posting{Key: "wal/" + holder + "/purchase/" + key,
 		Memo: fmt.Sprintf("wallet %s purchase at %s", holder, merchant),
-		Legs: []ledger.Leg{{Account: a.value, Amount: amount, Currency: c}, {Account: m, Amount: -amount, Currency: c},
-			{Account: a.available, Amount: -amount, Currency: c}, {Account: a.line, Amount: amount, Currency: c}},
-		Floors: map[string]int64{a.available: 0}})
+		Legs:     []ledger.Leg{{Account: a, Amount: amount, Currency: c}, {Account: m, Amount: -amount, Currency: c}},
+		Ceilings: map[string]int64{a: w.Limit}})
 }
 
 func (s *Service) post(ctx context.Context, holder, party string, amount int64, p ledger.Posting) (Outcome, error) {
