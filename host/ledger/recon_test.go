@@ -260,3 +260,33 @@ func TestPostReservedAdviceKey(t *testing.T) {
 	_, err := s.Post(context.Background(), transfer("advice/x", f.bank, f.purse, 1))
 	require.ErrorIs(t, err, ErrInvalid)
 }
+
+func TestCeilings(t *testing.T) {
+	forEach(t, func(t *testing.T, s *SQLStore) {
+		ctx := context.Background()
+		f := setup(t, s)
+		// A wallet with a credit limit of 1000: a purchase raises the
+		// liability's balance, which may not go above the ceiling.
+		_, err := s.EnsureAccount(ctx, KindWallet, "alice", eur)
+		require.NoError(t, err)
+		w := AccountID(KindWallet, "alice", eur)
+		buy := func(key string, amount int64) Posting {
+			return Posting{Key: key, Memo: "purchase", Legs: []Leg{{w, amount, eur}, {f.merchant, -amount, eur}},
+				Ceilings: map[string]int64{w: 1000}}
+		}
+		_, err = s.Post(ctx, buy("c1", 999))
+		require.NoError(t, err)
+		_, err = s.Post(ctx, buy("c2", 2))
+		require.ErrorIs(t, err, ErrInsufficientFunds, "one cent over the ceiling")
+		_, err = s.PostingByKey(ctx, "c2")
+		require.ErrorIs(t, err, ErrNotFound, "nothing written")
+		_, err = s.Post(ctx, buy("c3", 1))
+		require.NoError(t, err, "exactly at the ceiling")
+		assert.Equal(t, int64(1000), balance(t, s, w))
+
+		bad := buy("c4", 1)
+		bad.Ceilings = map[string]int64{f.bank: 0}
+		_, err = s.Post(ctx, bad)
+		require.ErrorIs(t, err, ErrInvalid, "a ceiling on an account not posted to")
+	})
+}
