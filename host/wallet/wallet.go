@@ -191,7 +191,6 @@ func validKey(s string) bool {
 	return true
 }
 
-
 // Wallet is the state of one wallet.
 type Wallet struct {
 	Holder   string `json:"holder"`
@@ -373,7 +372,7 @@ func (s *Service) Purchase(ctx context.Context, holder, merchant string, amount 
 	// cannot overdraw it together (no check-then-act).
 	a, c := s.account(holder), s.currency
 	return s.post(ctx, holder, merchant, amount, ledger.Posting{Key: "wal/" + holder + "/purchase/" + key,
-		Memo: fmt.Sprintf("wallet %s purchase at %s", holder, merchant),
+		Memo:     fmt.Sprintf("wallet %s purchase at %s", holder, merchant),
 		Legs:     []ledger.Leg{{Account: a, Amount: amount, Currency: c}, {Account: m, Amount: -amount, Currency: c}},
 		Ceilings: map[string]int64{a: w.Limit}})
 }
