@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,9 +15,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/valuechip/valuechip/host/keystore"
+	"github.com/valuechip/valuechip/host/link"
 	"github.com/valuechip/valuechip/host/registry"
 	"github.com/valuechip/valuechip/host/sqldb"
-	"github.com/valuechip/valuechip/internal/atomicfile"
 )
 
 // defaultDB is the embedded default database: SQLite in this file of the
@@ -71,21 +70,6 @@ func (o *terminalOptions) open(ctx context.Context, sealer registry.Sealer) (*re
 	return reg, func() { _ = db.Close() }, nil
 }
 
-// terminalFile is the terminal's configuration file (PLAN: host/link reads it
-// as link.Config): who it is, where the server is, its TMK and its SAM key.
-type terminalFile struct {
-	TerminalID string      `json:"terminal_id"`
-	MerchantID string      `json:"merchant_id"`
-	Server     string      `json:"server"`
-	TMK        string      `json:"tmk"`
-	SAM        terminalSAM `json:"sam"`
-}
-
-type terminalSAM struct {
-	Version int    `json:"version"`
-	Key     string `json:"key"`
-}
-
 func newTerminalRegister(o *terminalOptions) *cobra.Command {
 	var id, merchant, server, out, keyringPath, kekFile string
 	cmd := &cobra.Command{
@@ -134,19 +118,12 @@ func newTerminalRegister(o *terminalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			data, err := json.MarshalIndent(terminalFile{
-				TerminalID: term.ID,
-				MerchantID: term.MerchantID,
-				Server:     server,
-				TMK:        hex.EncodeToString(tmk),
-				SAM:        terminalSAM{Version: int(masters.Debit.Version), Key: hex.EncodeToString(masters.Debit.Key)},
-			}, "", "  ")
-			if err != nil {
-				return err
-			}
-			// atomicfile writes through a 0600 temporary file: the keys are
-			// never readable by others, not even half-written.
-			if err := atomicfile.Write(out, append(data, '\n')); err != nil {
+			// The terminal's file is host/link's Config: one format for the
+			// writer and the reader. SaveConfig writes through a 0600
+			// temporary file: the keys are never readable by others, not
+			// even half-written.
+			cfg := link.Config{TerminalID: term.ID, MerchantID: term.MerchantID, Server: server, TMK: tmk, SAM: masters.Debit}
+			if err := link.SaveConfig(out, cfg); err != nil {
 				return fmt.Errorf("terminal %s is registered but its file was not written: %w (block it and register another ID)", term.ID, err)
 			}
 			w := cmd.OutOrStdout()
