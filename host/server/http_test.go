@@ -26,7 +26,7 @@ import (
 
 // openService opens a Service on a fresh database of engine with a
 // development key ring.
-func openService(t *testing.T, engine string) *server.Service {
+func openService(t *testing.T, engine string, opts ...func(*server.Options)) *server.Service {
 	t.Helper()
 	dir := t.TempDir()
 	dsn := "sqlite:" + filepath.Join(dir, "server.db")
@@ -42,8 +42,11 @@ func openService(t *testing.T, engine string) *server.Service {
 	ring := filepath.Join(dir, "keyring.json")
 	_, err = keystore.Init(ring, kek, keystore.InitOptions{DevMasters: true})
 	require.NoError(t, err)
-	svc, err := server.Open(context.Background(), server.Options{DB: dsn, Keyring: ring, KEKFile: kekFile,
-		PurseDigest: [32]byte{1}, Logger: slog.New(slog.DiscardHandler)})
+	o := server.Options{DB: dsn, Keyring: ring, KEKFile: kekFile, PurseDigest: [32]byte{1}, Logger: slog.New(slog.DiscardHandler)}
+	for _, f := range opts {
+		f(&o)
+	}
+	svc, err := server.Open(context.Background(), o)
 	require.NoError(t, err)
 	return svc
 }

@@ -2,20 +2,14 @@ package server_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/valuechip/valuechip/host/iso8583"
-	"github.com/valuechip/valuechip/host/keystore"
 	"github.com/valuechip/valuechip/host/server"
 	"github.com/valuechip/valuechip/internal/dbtest"
 )
@@ -28,23 +22,9 @@ func TestRefreshOnNotify(t *testing.T) {
 	for _, engine := range dbtest.Engines {
 		t.Run(engine, func(t *testing.T) {
 			ctx := context.Background()
-			dir := t.TempDir()
-			dsn := "sqlite:" + filepath.Join(dir, "server.db")
-			if engine == "postgres" {
-				dsn = dbtest.PostgresDSN(t)
-			}
-			raw := make([]byte, 32)
-			_, _ = rand.Read(raw)
-			kek, err := keystore.NewKEK(raw)
-			require.NoError(t, err)
-			kekFile := filepath.Join(dir, "kek.hex")
-			require.NoError(t, os.WriteFile(kekFile, []byte(hex.EncodeToString(raw)), 0o600))
-			ring := filepath.Join(dir, "keyring.json")
-			_, err = keystore.Init(ring, kek, keystore.InitOptions{DevMasters: true})
-			require.NoError(t, err)
-			svc, err := server.Open(ctx, server.Options{DB: dsn, Keyring: ring, KEKFile: kekFile,
-				ValidityMode: "both", ValidityRefresh: time.Hour, Logger: slog.New(slog.DiscardHandler)})
-			require.NoError(t, err)
+			svc := openService(t, engine, func(o *server.Options) {
+				o.ValidityMode, o.ValidityRefresh = "both", time.Hour
+			})
 			iso, err := net.Listen("tcp", "127.0.0.1:0")
 			require.NoError(t, err)
 			hl, err := net.Listen("tcp", "127.0.0.1:0")
