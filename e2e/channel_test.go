@@ -13,7 +13,6 @@ import (
 
 	"github.com/valuechip/valuechip/host/ledger"
 	"github.com/valuechip/valuechip/host/sqldb"
-	"github.com/valuechip/valuechip/internal/dbtest"
 	"github.com/valuechip/valuechip/internal/livepcsc"
 )
 
@@ -27,16 +26,7 @@ import (
 // dishonest acquirer path would — shows up as an overcharge.
 func TestSecondChannelEndToEnd(t *testing.T) {
 	livepcsc.Require(t)
-	for _, engine := range dbtest.Engines {
-		t.Run(engine, func(t *testing.T) {
-			dir := t.TempDir()
-			dsn := "sqlite:" + filepath.Join(dir, "money.db")
-			if engine == "postgres" {
-				dsn = dbtest.PostgresDSN(t)
-			}
-			channelStory(t, dir, dsn)
-		})
-	}
+	eachEngine(t, channelStory)
 }
 
 type uploadResult struct {

@@ -23,7 +23,6 @@ import (
 	wire "github.com/valuechip/valuechip/apdu/purse"
 	hostgp "github.com/valuechip/valuechip/host/gp"
 	"github.com/valuechip/valuechip/host/keystore"
-	"github.com/valuechip/valuechip/internal/dbtest"
 	"github.com/valuechip/valuechip/internal/livepcsc"
 )
 
@@ -38,18 +37,7 @@ import (
 // docs/server.md §8).
 func TestProvisionEndToEnd(t *testing.T) {
 	livepcsc.Require(t)
-	for _, engine := range dbtest.Engines {
-		t.Run(engine, func(t *testing.T) {
-			dir := t.TempDir()
-			dsn := "sqlite:" + filepath.Join(dir, "money.db")
-			if engine == "postgres" {
-				// A fresh database, dropped at cleanup — after the server
-				// process, stopped by a cleanup registered later.
-				dsn = dbtest.PostgresDSN(t)
-			}
-			provisionStory(t, dir, dsn)
-		})
-	}
+	eachEngine(t, provisionStory)
 }
 
 // issuer is a development key ring and a money server on it.

@@ -30,19 +30,21 @@ import (
 // docs/terminal.md, docs/ledger.md §7).
 func TestServerEndToEnd(t *testing.T) {
 	livepcsc.Require(t)
+	eachEngine(t, serverStory)
+}
+
+// eachEngine runs story once on SQLite (a file in a fresh directory) and once
+// on a fresh PostgreSQL database, dropped at cleanup — after the server
+// process the story starts, stopped by a cleanup registered later.
+func eachEngine(t *testing.T, story func(t *testing.T, dir, dsn string)) {
 	for _, engine := range dbtest.Engines {
 		t.Run(engine, func(t *testing.T) {
 			dir := t.TempDir()
-			var dsn string
-			switch engine {
-			case "sqlite":
-				dsn = "sqlite:" + filepath.Join(dir, "money.db")
-			case "postgres":
-				// A fresh database, dropped at cleanup — after the server
-				// process, stopped by a cleanup registered later.
+			dsn := "sqlite:" + filepath.Join(dir, "money.db")
+			if engine == "postgres" {
 				dsn = dbtest.PostgresDSN(t)
 			}
-			serverStory(t, dir, dsn)
+			story(t, dir, dsn)
 		})
 	}
 }
