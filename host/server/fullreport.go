@@ -143,7 +143,7 @@ func WriteFullReport(w io.Writer, r FullReport, asJSON bool) error {
 		fmt.Fprintln(w, "DISCREPANCIES: none (every uploaded card log matches what the terminals reported)")
 	} else {
 		fmt.Fprintf(w, "DISCREPANCIES: %d\n", len(r.Discrepancies))
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		tw := tabwriter.NewWriter(&trimWriter{w: w}, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "CARD\tATC\tKIND\tTERMINAL\tCARD AMOUNT\tREPORTED\tDETAIL")
 		for _, d := range r.Discrepancies {
 			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", d.CardID, d.ATC, d.Kind, d.TerminalID,
@@ -154,7 +154,11 @@ func WriteFullReport(w io.Writer, r FullReport, asJSON bool) error {
 		}
 	}
 	fmt.Fprintln(w)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if len(r.Wallets) == 0 {
+		fmt.Fprintln(w, "WALLETS: none")
+		return rerr
+	}
+	tw := tabwriter.NewWriter(&trimWriter{w: w}, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "WALLETS\twallets\tbalance\tcredit drawn\tcredit limit\tavailable")
 	for _, t := range r.Wallets {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", t.Currency, t.Wallets, money(t.Balance), money(t.CreditDrawn),

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -93,7 +94,7 @@ func WriteReport(w io.Writer, r ledger.Report, asJSON bool) error {
 			return err
 		}
 	} else {
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		tw := tabwriter.NewWriter(&trimWriter{w: w}, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "BALANCES\tcurrency\taccounts\ttotal")
 		for _, k := range r.ByKind {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", k.Kind, k.Currency, k.Accounts, money(k.Total))
@@ -130,4 +131,33 @@ func WriteReport(w io.Writer, r ledger.Report, asJSON bool) error {
 		return fmt.Errorf("%w: %v", ErrImbalance, r.Imbalance)
 	}
 	return nil
+}
+
+// trimWriter drops the trailing blanks tabwriter pads short rows with (the
+// blank separator rows of one aligned table). tabwriter writes cell by cell,
+// so it holds back a partial line until its newline arrives; every table
+// here ends with one.
+type trimWriter struct {
+	w       io.Writer
+	pending []byte
+}
+
+func (t *trimWriter) Write(p []byte) (int, error) {
+	t.pending = append(t.pending, p...)
+	var out []byte
+	for {
+		i := bytes.IndexByte(t.pending, '\n')
+		if i < 0 {
+			break
+		}
+		out = append(out, bytes.TrimRight(t.pending[:i], " ")...)
+		out = append(out, '\n')
+		t.pending = t.pending[i+1:]
+	}
+	if len(out) > 0 {
+		if _, err := t.w.Write(out); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
 }

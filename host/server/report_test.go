@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -27,6 +28,10 @@ func TestWriteReport(t *testing.T) {
 	for _, want := range []string{"funding", "50.00", "-16.50", "MERCHANT0000001", "33.50", "load", "7.00", "imbalance: 978 0.00"} {
 		require.Contains(t, out, want)
 	}
+	for _, line := range strings.Split(out, "\n") {
+		require.Equal(t, strings.TrimRight(line, " "), line, "no trailing blanks")
+	}
+	require.Contains(t, out, "\n\nMERCHANTS", "sections separated by an empty line")
 	b.Reset()
 	require.NoError(t, server.WriteReport(&b, r, true))
 	var j map[string]any
