@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,31 +18,22 @@ import (
 
 // Validity is the card hotlist and terminal whitelist the server checks
 // every request against before any database read (seed 002,
-// docs/validity.md): the lists of host/validity plus the server's own view
-// of the terminal whitelist, for the messages that carry no card (sign-on,
-// echo, reconciliation) and for refusing an unknown terminal before its
-// registry lookup. Create it with NewValidityLists (the registry as source)
-// or NewValidity, and close it after the server has stopped.
+// docs/validity.md), including the messages that carry no card (sign-on,
+// echo, reconciliation) and an unknown terminal before its registry lookup.
+// Create it with NewValidityLists (the registry as source) or NewValidity,
+// and close it after the server has stopped.
 type Validity struct {
 	lists *validity.Lists
-	terms *termMirror // nil when the whitelist is not cached (ModeCards)
 }
 
 // NewValidity creates the lists of cfg without loading them; Start loads
-// them. cfg.Source is wrapped so that the server sees the terminal
-// whitelist the lists load.
+// them.
 func NewValidity(cfg validity.Config) (*Validity, error) {
-	v := &Validity{}
-	if cfg.Source != nil && (cfg.Mode == validity.ModeBoth || cfg.Mode == validity.ModeTerminals) {
-		v.terms = &termMirror{Source: cfg.Source}
-		cfg.Source = v.terms
-	}
 	l, err := validity.New(cfg)
 	if err != nil {
 		return nil, err
 	}
-	v.lists = l
-	return v, nil
+	return &Validity{lists: l}, nil
 }
 
 // NewValidityLists loads the lists of mode from the registry, refreshing
@@ -82,71 +72,12 @@ func (v *Validity) Close() error { return v.lists.Close() }
 // terminal reports whether tid is on the whitelist, from memory; ok is
 // false when the whitelist is not held (ModeCards) or not loaded yet.
 func (v *Validity) terminal(tid string) (permitted, ok bool, err error) {
-	if v.terms == nil {
-		return false, false, nil
-	}
 	k, err := validity.ParseTerminalKey(tid)
 	if err != nil {
 		return false, true, err
 	}
-	set := v.terms.set.Load()
-	if set == nil {
-		return false, false, nil
-	}
-	_, in := (*set)[k]
-	return in, true, nil
-}
-
-// termMirror passes the Source through and keeps the terminal whitelist it
-// hands to the lists: host/validity answers card+terminal pairs, while the
-// server also checks terminals alone. Terminals are few (a map of them is
-// small); the lists call their Source one refresh at a time, so the mirror
-// follows exactly the versions the lists load.
-type termMirror struct {
-	validity.Source
-	mu  sync.Mutex
-	set atomic.Pointer[map[validity.TerminalKey]struct{}]
-}
-
-// Snapshot implements validity.Source.
-func (m *termMirror) Snapshot(ctx context.Context, k validity.Kind) ([]uint64, int64, error) {
-	ids, v, err := m.Source.Snapshot(ctx, k)
-	if err == nil && k == validity.Terminals {
-		s := make(map[validity.TerminalKey]struct{}, len(ids))
-		for _, id := range ids {
-			s[validity.TerminalKey(id)] = struct{}{}
-		}
-		m.mu.Lock()
-		m.set.Store(&s)
-		m.mu.Unlock()
-	}
-	return ids, v, err
-}
-
-// Changes implements validity.Source.
-func (m *termMirror) Changes(ctx context.Context, k validity.Kind, since int64) ([]validity.Change, int64, error) {
-	ch, v, err := m.Source.Changes(ctx, k, since)
-	if err != nil || k != validity.Terminals || len(ch) == 0 {
-		return ch, v, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	s := map[validity.TerminalKey]struct{}{}
-	if cur := m.set.Load(); cur != nil {
-		s = make(map[validity.TerminalKey]struct{}, len(*cur)+len(ch))
-		for id := range *cur {
-			s[id] = struct{}{}
-		}
-	}
-	for _, c := range ch { // oldest first: the last state wins
-		if c.Listed {
-			s[validity.TerminalKey(c.ID)] = struct{}{}
-		} else {
-			delete(s, validity.TerminalKey(c.ID))
-		}
-	}
-	m.set.Store(&s)
-	return ch, v, err
+	permitted, ok = v.lists.CheckTerminal(k)
+	return permitted, ok, nil
 }
 
 // StatusStore changes the status of cards and terminals (registry.Store).
@@ -343,7 +274,7 @@ func (s *Server) admitTerminal(tid string) (code, reason string) {
 	case err != nil:
 		code, reason = iso8583.RCFormatError, err.Error()
 	case !held:
-		if s.cfg.Validity.terms != nil { // held but not loaded: cannot decide
+		if s.cfg.Validity.Mode() != validity.ModeCards { // held but not loaded: cannot decide
 			code, reason = iso8583.RCIssuerUnavailable, "validity lists not loaded"
 		} else {
 			return "", ""

@@ -431,6 +431,21 @@ func (l *Lists) CheckIDs(ctx context.Context, cardID, terminalID string) (Decisi
 	return l.Check(ctx, c, t)
 }
 
+// CheckTerminal answers for a terminal alone, from memory: the messages
+// that carry no card (sign-on, echo, reconciliation) and the terminal check
+// a server makes before any lookup. ok is false when the whitelist is not
+// held (ModeCards) or not loaded yet: then the caller asks its database.
+func (l *Lists) CheckTerminal(term TerminalKey) (permitted, ok bool) {
+	if l.cfg.Mode == ModeCards {
+		return false, false
+	}
+	terms := l.ptr[Terminals].Load()
+	if terms == nil {
+		return false, false
+	}
+	return terms.has(uint64(term)), true
+}
+
 // Check validates a request's card and terminal as the Mode says: the cached
 // side first, so that a refusal it decides costs no database read. An error
 // (wrapping ErrDB or ErrNotLoaded) means no decision could be made; the

@@ -585,3 +585,32 @@ func TestLearnAfterCompaction(t *testing.T) {
 	_, ok = l.learned.Load(uint64(cardHot))
 	require.True(t, ok)
 }
+
+// TestCheckTerminal: a terminal alone (sign-on, echo, 0500) is answered from
+// memory where the whitelist is held, without a database read, and left to
+// the caller's database where it is not (ModeCards).
+func TestCheckTerminal(t *testing.T) {
+	for _, c := range []struct {
+		mode              Mode
+		ok, okBlk, okNone bool
+	}{
+		{ModeBoth, true, true, true},
+		{ModeTerminals, true, true, true},
+		{ModeCards, false, false, false},
+	} {
+		t.Run(c.mode.String(), func(t *testing.T) {
+			f := start(t, c.mode, nil)
+			permitted, ok := f.l.CheckTerminal(termOK)
+			require.Equal(t, c.ok, ok)
+			require.Equal(t, c.ok, permitted)
+			permitted, ok = f.l.CheckTerminal(termBlk)
+			require.Equal(t, c.okBlk, ok)
+			require.False(t, permitted, "taken off the whitelist")
+			f.src.Set(Terminals, uint64(termBlk), true)
+			require.NoError(t, f.l.Refresh(context.Background()))
+			permitted, _ = f.l.CheckTerminal(termBlk)
+			require.Equal(t, c.mode != ModeCards, permitted, "back on after a refresh")
+			require.Zero(t, f.db.terms.Load(), "no database read")
+		})
+	}
+}
