@@ -14,7 +14,8 @@ import (
 // successful change, the running money server at URL (its --http side) is
 // asked to refresh its validity lists at once instead of at its next
 // periodic refresh (docs/validity.md, seed 002 "refreshed periodically and on
-// change"). A failed notification is a warning: the change is in the
+// change"), with the operator token of $VALUECHIP_HTTP_TOKEN when the server
+// demands one. A failed notification is a warning: the change is in the
 // database and the server picks it up within --validity-refresh anyway.
 func withNotify(cmd *cobra.Command) {
 	var url string
@@ -25,7 +26,11 @@ func withNotify(cmd *cobra.Command) {
 		}
 		ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 		defer cancel()
-		if err := server.NotifyRefresh(ctx, url); err != nil {
+		tok, err := server.LoadHTTPToken("")
+		if err != nil {
+			return err
+		}
+		if err := server.NotifyRefresh(ctx, url, tok); err != nil {
 			fmt.Fprintf(cmd.ErrOrStderr(), "warning: %v; the server applies the change at its next periodic refresh\n", err)
 		}
 		return nil

@@ -23,6 +23,7 @@ import (
 func newServerCmd() *cobra.Command {
 	var (
 		listen, httpAddr, metrics, readyFile, logFormat, logLevel, levels string
+		tokenFile                                                         string
 		o                                                                 server.Options
 	)
 	cmd := &cobra.Command{
@@ -83,6 +84,12 @@ Examples:
 			if o.WalletLevels, err = parseLevels(levels); err != nil {
 				return usagef("--wallet-levels %q: want LEVEL=LIMIT,... with whole numbers, e.g. 0=0,1=5000", levels)
 			}
+			if o.HTTPToken, err = server.LoadHTTPToken(tokenFile); err != nil {
+				return usageError{err}
+			}
+			if httpAddr != "" && o.HTTPToken == "" && !loopback(httpAddr) {
+				return usagef("--http %q is not a loopback address: give --http-token-file (or $%s), or the wallet and admin routes are open to anyone who reaches it", httpAddr, server.EnvHTTPToken)
+			}
 			o.PurseDigest = purse.Module.Digest()
 			if o.ISDTestKey {
 				fmt.Fprintln(cmd.ErrOrStderr(), "warning: --isd-test-key: provisioning opens the chips' ISD with the public GlobalPlatform test key 404142…4F; development chips only")
@@ -130,6 +137,7 @@ Examples:
 	f.StringVar(&listen, "listen", "127.0.0.1:8583", "ISO 8583 address HOST:PORT")
 	f.StringVar(&httpAddr, "http", "127.0.0.1:8080", `HTTP address HOST:PORT: /metrics, /healthz, provisioning, card log uploads, wallets ("" for none)`)
 	f.StringVar(&metrics, "metrics", "", "older name of --http")
+	f.StringVar(&tokenFile, "http-token-file", "", "operator bearer token for /v1/wallets/ and /v1/admin/ (default $"+server.EnvHTTPToken+"; required when --http is not on loopback)")
 	f.StringVar(&o.DB, "db", defaultDB, "database: postgres://… or a SQLite file")
 	f.StringVar(&o.Keyring, "keyring", "keyring.json", "key ring file (valuechip keys init)")
 	f.StringVar(&o.KEKFile, "kek-file", "", "key-encryption key file (default $"+keystore.EnvKEK+")")
@@ -217,4 +225,18 @@ terminals reported (docs/crosscheck.md §3: overcharges, unreported debits,
 	cmd.Flags().StringVar(&db, "db", defaultDB, "database: postgres://… or a SQLite file")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// loopback reports whether addr (HOST:PORT) listens on a loopback address
+// only: "localhost" or a loopback IP; an empty host (all interfaces) is not.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -151,4 +151,24 @@ func TestServerCLIUsage(t *testing.T) {
 	require.ErrorContains(t, err, "--metrics")
 	_, _, err = cli(t, context.Background(), nil, "server", "--wallet-levels", "1=x")
 	require.ErrorContains(t, err, "--wallet-levels")
+	// The wallet and admin routes are never open to the network unguarded.
+	t.Setenv("VALUECHIP_HTTP_TOKEN", "")
+	_, _, err = cli(t, context.Background(), nil, "server", "--http", "0.0.0.0:8080")
+	require.ErrorContains(t, err, "not a loopback address")
+	tok := filepath.Join(t.TempDir(), "token")
+	require.NoError(t, os.WriteFile(tok, []byte("short\n"), 0o600))
+	_, _, err = cli(t, context.Background(), nil, "server", "--http", "0.0.0.0:8080", "--http-token-file", tok)
+	require.ErrorContains(t, err, "at least 16")
+	require.NoError(t, os.Chmod(tok, 0o644))
+	_, _, err = cli(t, context.Background(), nil, "server", "--http-token-file", tok)
+	require.ErrorContains(t, err, "readable by others")
+}
+
+func TestLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:8080": true, "[::1]:8080": true, "localhost:80": true, "127.1.2.3:1": true,
+		"0.0.0.0:8080": false, ":8080": false, "10.0.0.1:8080": false, "example.com:80": false, "nonsense": false,
+	} {
+		require.Equal(t, want, loopback(addr), addr)
+	}
 }

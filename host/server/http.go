@@ -2,11 +2,13 @@ package server
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -62,7 +64,26 @@ func (s *Service) openHTTP(ctx context.Context, o Options) error {
 		Help: "HTTP requests answered, by route (provision, cards, wallets, healthz, metrics, other) and status code.",
 	}, []string{"route", "code"})
 	s.Server.Metrics().Registry.MustRegister(s.httpRequests)
+	s.httpToken = o.HTTPToken
 	return nil
+}
+
+// operator guards the operator routes with the bearer token of
+// Options.HTTPToken (RFC 6750 §2.1), compared in constant time; without a
+// token configured it lets everything through.
+func (s *Service) operator(h http.Handler) http.Handler {
+	if s.httpToken == "" {
+		return h
+	}
+	want := []byte("Bearer " + s.httpToken)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="valuechip"`)
+			http.Error(w, "unauthorized: this route needs the operator token (Authorization: Bearer …)", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Handler is the money server's HTTP side on one mux: /metrics, /healthz,
@@ -72,14 +93,14 @@ func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(PathMetrics, s.Server.Metrics().Handler())
 	mux.HandleFunc(PathHealth, s.health)
-	mux.HandleFunc(PathRefresh, s.refresh)
+	mux.Handle(PathRefresh, s.operator(http.HandlerFunc(s.refresh)))
 	if s.Provision != nil {
 		h := s.Provision.Handler()
 		mux.Handle(provision.PathRegister, h)
 		mux.Handle(provision.PathSession, h)
 	}
 	mux.Handle("/v1/cards/", crosscheck.Handler(s.Crosscheck, s.log.With("component", "crosscheck")))
-	mux.Handle("/v1/wallets/", wallet.Handler(s.Wallet, s.log.With("component", "wallet")))
+	mux.Handle("/v1/wallets/", s.operator(wallet.Handler(s.Wallet, s.log.With("component", "wallet"))))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		mux.ServeHTTP(sw, r)
@@ -165,11 +186,15 @@ func (s *Service) refresh(w http.ResponseWriter, r *http.Request) {
 }
 
 // NotifyRefresh asks the server whose HTTP side is at baseURL
-// ("http://HOST:PORT") to refresh its validity lists now (PathRefresh).
-func NotifyRefresh(ctx context.Context, baseURL string) error {
+// ("http://HOST:PORT") to refresh its validity lists now (PathRefresh),
+// with the operator token when the server demands one.
+func NotifyRefresh(ctx context.Context, baseURL, token string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(baseURL, "/")+PathRefresh, nil)
 	if err != nil {
 		return fmt.Errorf("server: notify %s: %w", baseURL, err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	rsp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -209,4 +234,33 @@ func (s *Service) serveHTTP(l net.Listener, stop <-chan struct{}) error {
 		return fmt.Errorf("http: %w", err)
 	}
 	return nil
+}
+
+// EnvHTTPToken names the environment variable holding the operator token
+// when no token file is given; the registry commands' --notify reads it too.
+const EnvHTTPToken = "VALUECHIP_HTTP_TOKEN"
+
+// LoadHTTPToken reads the operator token from file (trimmed; like a KEK file
+// it must not be readable by group or others) or, without a file, from
+// $VALUECHIP_HTTP_TOKEN; "" when neither is set.
+func LoadHTTPToken(file string) (string, error) {
+	if file == "" {
+		return strings.TrimSpace(os.Getenv(EnvHTTPToken)), nil
+	}
+	st, err := os.Stat(file)
+	if err != nil {
+		return "", fmt.Errorf("server: HTTP token: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("server: HTTP token file %s is readable by others (mode %v): chmod 600 it", file, st.Mode().Perm())
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("server: HTTP token: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if len(tok) < 16 {
+		return "", fmt.Errorf("server: HTTP token in %s is %d characters: want at least 16 (e.g. head -c 24 /dev/urandom | base64)", file, len(tok))
+	}
+	return tok, nil
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,9 +65,54 @@ func TestRefreshOnNotify(t *testing.T) {
 			require.Equal(t, iso8583.RCNotPermittedTerm, ref.Code)
 			require.ErrorIs(t, err, iso8583.ErrNoMAC)
 
-			require.NoError(t, server.NotifyRefresh(ctx, "http://"+hl.Addr().String()))
+			require.NoError(t, server.NotifyRefresh(ctx, "http://"+hl.Addr().String(), ""))
 			require.NoError(t, signOn())
-			require.ErrorContains(t, server.NotifyRefresh(ctx, "http://"+iso.Addr().String()), "notify")
+			require.ErrorContains(t, server.NotifyRefresh(ctx, "http://"+iso.Addr().String(), ""), "notify")
 		})
 	}
+}
+
+// TestOperatorToken: with Options.HTTPToken set, the wallet and admin routes
+// answer 401 without the bearer token (or with a wrong one) and work with
+// it; health, metrics and the device-facing routes stay open.
+func TestOperatorToken(t *testing.T) {
+	const token = "operator-token-0123456789"
+	ctx := context.Background()
+	svc := openService(t, "sqlite", func(o *server.Options) { o.HTTPToken = token })
+	t.Cleanup(func() { _ = svc.Close() })
+	_, err := svc.Wallet.Open(ctx, "alice", 1)
+	require.NoError(t, err)
+	srv := httptest.NewServer(svc.Handler())
+	t.Cleanup(srv.Close)
+	do := func(method, path, auth string) int {
+		req, err := http.NewRequestWithContext(ctx, method, srv.URL+path, strings.NewReader(`{"key":"k1","merchant":"SHOP01","amount":100}`))
+		require.NoError(t, err)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_ = res.Body.Close()
+		return res.StatusCode
+	}
+	for _, c := range []struct {
+		method, path, auth string
+		want               int
+	}{
+		{"GET", "/v1/wallets/alice", "", http.StatusUnauthorized},
+		{"POST", "/v1/wallets/alice/purchases", "Bearer wrong-token-0123456789", http.StatusUnauthorized},
+		{"POST", "/v1/wallets/alice/purchases", token, http.StatusUnauthorized}, // not a bearer credential
+		{"POST", "/v1/wallets/alice/purchases", "Bearer " + token, http.StatusOK},
+		{"POST", server.PathRefresh, "", http.StatusUnauthorized},
+		{"POST", server.PathRefresh, "Bearer " + token, http.StatusNoContent},
+		{"GET", server.PathHealth, "", http.StatusOK},
+		{"GET", server.PathMetrics, "", http.StatusOK},
+	} {
+		require.Equal(t, c.want, do(c.method, c.path, c.auth), "%s %s %q", c.method, c.path, c.auth)
+	}
+	w, err := svc.Wallet.Show(ctx, "alice")
+	require.NoError(t, err)
+	require.Equal(t, int64(-100), w.Balance, "only the authorised purchase was posted")
+	require.NoError(t, server.NotifyRefresh(ctx, srv.URL, token))
+	require.ErrorContains(t, server.NotifyRefresh(ctx, srv.URL, ""), "401")
 }

@@ -45,6 +45,14 @@ type Options struct {
 
 	// The HTTP side (docs/server.md §8), on the same database and key ring.
 
+	// HTTPToken, when set, is the bearer token the operator routes demand
+	// (the network wallet's purchases and reads, /v1/admin/): whoever
+	// reaches them could otherwise spend any wallet. Provisioning has its
+	// own per-registration tokens, and card log uploads carry records the
+	// card's TC authenticates. Empty: no check (loopback only, enforced by
+	// the CLI).
+	HTTPToken string
+
 	// PurseDigest is the digest of the purse load file the issuer trusts
 	// (applet/purse.Module.Digest(); host/ does not import applet/, so the
 	// caller passes it). Zero: no provisioning routes.
@@ -80,6 +88,7 @@ type Service struct {
 
 	advices      *LedgerAdvices
 	httpRequests *prometheus.CounterVec
+	httpToken    string
 	log          *slog.Logger
 }
 
