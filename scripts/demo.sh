@@ -6,9 +6,9 @@
 set -euo pipefail
 bin=$(cd "$(dirname "${1:-bin/valuechip}")" && pwd)/$(basename "${1:-bin/valuechip}")
 dir=$(mktemp -d)
-srv= emu=
+srv=
 cleanup() {
-	for p in $srv $emu; do kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+	for p in $srv; do kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
 	rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -91,15 +91,9 @@ section "Issuance after sale, second channel, wallet (docs/provision.md, crossch
 # An EMPTY chip: only its issuer security domain, with keys diversified by
 # the chip's KDD from the chip maker's master — here the development
 # card-manager master of the keyring (the GP test key). valuechip emulate
-# makes the chip's image from the profile; the image is then used in process.
+# --create makes the chip's image from the profile; it is used in process.
 echo '{"isd_master": "404142434445464748494A4B4C4D4E4F"}' >chip.json
-printf '\n$ valuechip emulate --listen 127.0.0.1:0 --profile chip.json --card-file chip.card   # makes the image, then stopped\n'
-"$bin" emulate --listen 127.0.0.1:0 --profile chip.json --card-file chip.card --ready-file chip.ready >emulate.out 2>&1 &
-emu=$!
-waitfile chip.ready "$emu" emulate.out
-kill -TERM "$emu" && wait "$emu" || true
-emu=
-grep '^card:' emulate.out
+run emulate --create --profile chip.json --card-file chip.card
 h=(--reader emu:chip.card)
 # Registration, then the server installs and personalises the purse over
 # SCP03 through this device as a relay: the device never sees a key.

@@ -37,6 +37,7 @@ func newEmulate() *cobra.Command {
 		verbose   bool
 		tapGap    time.Duration
 		prof      string
+		create    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "emulate",
@@ -55,6 +56,7 @@ sleeping. Control: SIGUSR1 removes the card, SIGUSR2 inserts it, SIGHUP taps
 it (remove + insert); the words remove, insert, tap and quit on stdin do the
 same.`,
 		Example: `  valuechip emulate --card-file card.json &
+  valuechip emulate --create --profile empty --card-file chip.card   # then --reader emu:chip.card
   valuechip emulate --slot 1 --ready-file /tmp/ready
   valuechip emulate --listen 127.0.0.1:35999`,
 		Args: cobra.NoArgs,
@@ -62,9 +64,23 @@ same.`,
 			if slot < 0 || slot > 1 {
 				return usagef("--slot %d: vpcd has slots 0 and 1", slot)
 			}
+			if create {
+				// Only make the image: in-process readers (--reader
+				// emu:FILE) then use it without pcscd or a socket.
+				if cardFile == "" {
+					return usagef("--create makes the image of --card-file FILE: give one")
+				}
+				if _, err := os.Stat(cardFile); err == nil {
+					return usagef("--create: %s already exists (a card image is never overwritten)", cardFile)
+				}
+			}
 			card, desc, testKeys, err := emulatedCard(cardFile, prof, t0, echo)
 			if err != nil {
 				return err
+			}
+			if create {
+				fmt.Fprintf(cmd.OutOrStdout(), "card: %s\n", desc)
+				return nil
 			}
 			if testKeys {
 				fmt.Fprintln(cmd.ErrOrStderr(), "warning: this card's security domain holds the public GlobalPlatform test keys (404142…4F), like a developer sample card; never let it hold value (use --profile FILE with your own keys)")
@@ -111,6 +127,7 @@ same.`,
 	f.StringVar(&listen, "listen", "", "serve the card on this address instead of connecting to vpcd")
 	f.StringVar(&cardFile, "card-file", "", "file holding the card's persistent state (created on first use; default: in memory)")
 	f.StringVar(&readyFile, "ready-file", "", "write this file once pcscd has powered the card")
+	f.BoolVar(&create, "create", false, "only create the --card-file image from --profile and exit (for --reader emu:FILE)")
 	f.StringVar(&prof, "profile", "sample", "profile for a new chip: sample (ISD + test applet), empty (ISD only) or a profile JSON file")
 	f.BoolVar(&t0, "t0", false, "answer like a T=0 card: response data of case-4 commands through 61xx + GET RESPONSE")
 	f.BoolVar(&echo, "echo", false, "emulate a bare echo card (answers every command with its data and 9000): a baseline for benchmarks")
