@@ -23,24 +23,8 @@ const DevCardManagerVersion byte = 0x01
 const DefaultCardManagerVersion byte = 0x30
 
 // devMasters are the public development issuer master keys of
-// docs/purse.md §10.1: MK_LOAD 1011…1F, MK_DEBIT 2021…2F, MK_TC 3031…3F,
-// version 01 — the values of host/terminal.DevMasters, copied rather than
-// imported so that host/terminal may one day use this package (a test
-// checks they agree).
-func devMasters() purse.Keys {
-	seq := func(b byte) purse.Key {
-		k := make(purse.Key, 16)
-		for i := range k {
-			k[i] = b + byte(i)
-		}
-		return k
-	}
-	return purse.Keys{
-		Load:  purse.VersionedKey{Version: 1, Key: seq(0x10)},
-		Debit: purse.VersionedKey{Version: 1, Key: seq(0x20)},
-		TC:    purse.VersionedKey{Version: 1, Key: seq(0x30)},
-	}
-}
+// docs/purse.md §10.1 (purse.DevMasters).
+func devMasters() purse.Keys { return purse.DevMasters() }
 
 // devCardManager is the GlobalPlatform test key 404142…4F as Key-ENC,
 // Key-MAC and Key-DEK of the card-manager master.

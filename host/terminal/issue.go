@@ -19,23 +19,9 @@ import (
 // DevMastersWarning is printed whenever DevMasters are used.
 const DevMastersWarning = "warning: using the public development issuer master keys of docs/purse.md §10 (--dev-keys): anyone can compute every card key; never issue a purse that holds real value with them"
 
-// DevMasters returns the deterministic development issuer master keys:
-// MK_LOAD 1011…1F, MK_DEBIT 2021…2F, MK_TC 3031…3F, all version 01 (the
-// test keys of docs/purse.md §10.1). They are public.
-func DevMasters() wire.Keys {
-	seq := func(b byte) wire.Key {
-		k := make(wire.Key, 16)
-		for i := range k {
-			k[i] = b + byte(i)
-		}
-		return k
-	}
-	return wire.Keys{
-		Load:  wire.VersionedKey{Version: 1, Key: seq(0x10)},
-		Debit: wire.VersionedKey{Version: 1, Key: seq(0x20)},
-		TC:    wire.VersionedKey{Version: 1, Key: seq(0x30)},
-	}
-}
+// DevMasters returns the public development issuer master keys of
+// docs/purse.md §10.1 (wire.DevMasters).
+func DevMasters() wire.Keys { return wire.DevMasters() }
 
 // masterFile is the issuer key file: hex keys and hex key versions.
 type masterFile struct {
