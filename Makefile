@@ -35,6 +35,7 @@ nocgo:
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 5 $(PKGS) | tee bench.txt
 	./$(BIN) bench
+	./$(BIN) bench server   # PostgreSQL and pgbench too when VALUECHIP_PG_DSN is set
 
 # Runs every fuzz target for FUZZTIME each (go test -fuzz takes one target
 # at a time).
