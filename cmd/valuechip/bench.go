@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"text/tabwriter"
@@ -37,9 +36,7 @@ The vpcd slot must be free: stop any 'valuechip emulate' on it first.`,
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(rs)
+				return writeJSON(out, rs)
 			}
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
 			fmt.Fprintln(tw, "path\tAPDU/s (median)\tµs/APDU\tvs baseline\t")
@@ -102,9 +99,7 @@ at the end.`,
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(rep)
+				return writeJSON(out, rep)
 			}
 			fmt.Fprintf(out, "%d runs of %s, %d terminals, medians; every acknowledged advice verified in the ledger: %v\n",
 				rep.Runs, rep.Duration, rep.Terminals, rep.Verified)

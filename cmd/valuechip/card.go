@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -90,27 +89,7 @@ func newCardRegister(o *terminalOptions) *cobra.Command {
 }
 
 func newCardList(o *terminalOptions) *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List the registered purses",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			reg, closeDB, err := o.open(ctx, nil)
-			if err != nil {
-				return err
-			}
-			defer closeDB()
-			cards, err := reg.ListCards(ctx)
-			if err != nil {
-				return err
-			}
-			return printCards(cmd.OutOrStdout(), cards, asJSON)
-		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	return cmd
+	return newRegistryList(o, "List the registered purses", (*registry.Store).ListCards, printCards)
 }
 
 type cardJSON struct {
@@ -130,9 +109,7 @@ func printCards(w io.Writer, cards []registry.Card, asJSON bool) error {
 		for _, c := range cards {
 			out = append(out, cardJSON{c.CardID, c.Currency, string(c.Status), c.MaxBalance, int(c.KeyVersion), c.HolderRef, c.Reason, c.IssuedAt})
 		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return writeJSON(w, out)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CARD\tCURRENCY\tSTATUS\tMAX BALANCE\tKVN\tHOLDER\tISSUED")

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -150,9 +149,7 @@ func newHotlistList(o *hotlistOptions) *cobra.Command {
 				if ids == nil {
 					ids = []string{}
 				}
-				e := json.NewEncoder(w)
-				e.SetIndent("", "  ")
-				return e.Encode(struct {
+				return writeJSON(w, struct {
 					Version int64    `json:"version"`
 					Cards   []string `json:"cards"`
 				}{v, ids})

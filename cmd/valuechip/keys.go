@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -146,9 +145,7 @@ key check value, and list them. Keys themselves are never printed.`,
 				for _, k := range r.Keys() {
 					j.Keys = append(j.Keys, keyringEntryJSON{k.Label, k.Name, fmt.Sprintf("%02X", k.Version), k.Bits, fmt.Sprintf("%X", k.KCV)})
 				}
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(j)
+				return writeJSON(out, j)
 			}
 			fmt.Fprintf(out, "keyring %s, sealed under the KEK with KCV %X", r.Path(), r.KEKKCV())
 			if !r.Created().IsZero() {

@@ -33,9 +33,7 @@ func newReaders() *cobra.Command {
 					return err
 				}
 				if asJSON {
-					enc := json.NewEncoder(out)
-					enc.SetIndent("", "  ")
-					return enc.Encode(jsonInfos(infos))
+					return writeJSON(out, jsonInfos(infos))
 				}
 				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "#\tREADER\tCARD\tATR")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"time"
@@ -100,9 +99,7 @@ and hang the slot).`,
 				fmt.Fprintln(out, r.String())
 			}
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(results)
+				return writeJSON(out, results)
 			}
 			return nil
 		},

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -157,10 +156,18 @@ type terminalJSON struct {
 }
 
 func newTerminalList(o *terminalOptions) *cobra.Command {
+	return newRegistryList(o, "List the enrolled terminals (no keys, TMK check values only)", (*registry.Store).ListTerminals, printTerminals)
+}
+
+// newRegistryList is the list command of a registry table (terminals,
+// cards): read every row, print a table or, with --json, JSON. It touches no
+// key.
+func newRegistryList[T any](o *terminalOptions, short string, list func(*registry.Store, context.Context) ([]T, error),
+	print func(io.Writer, []T, bool) error) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "list",
-		Short: "List the enrolled terminals (no keys, TMK check values only)",
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -169,11 +176,11 @@ func newTerminalList(o *terminalOptions) *cobra.Command {
 				return err
 			}
 			defer closeDB()
-			terms, err := reg.ListTerminals(ctx)
+			rows, err := list(reg, ctx)
 			if err != nil {
 				return err
 			}
-			return printTerminals(cmd.OutOrStdout(), terms, asJSON)
+			return print(cmd.OutOrStdout(), rows, asJSON)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -186,9 +193,7 @@ func printTerminals(w io.Writer, terms []registry.Terminal, asJSON bool) error {
 		for _, t := range terms {
 			out = append(out, terminalJSON{t.ID, t.MerchantID, string(t.Status), t.Reason, t.TMKKCV, t.CreatedAt, t.UpdatedAt})
 		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return writeJSON(w, out)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TERMINAL\tMERCHANT\tSTATUS\tTMK KCV\tCREATED\tREASON")
