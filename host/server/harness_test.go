@@ -104,34 +104,28 @@ func (f *fakeRegistry) SignOff(_ context.Context, tid string) error {
 	return nil
 }
 
-func (f *fakeRegistry) WorkingKey(_ context.Context, tid string) (iso8583.Key, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	k, ok := f.wk[tid]
+// lookup reads m[k] under mu, ErrNotFound when absent, as the registry
+// answers.
+func lookup[K comparable, V any](mu *sync.Mutex, m map[K]V, k K) (V, error) {
+	mu.Lock()
+	defer mu.Unlock()
+	v, ok := m[k]
 	if !ok {
-		return nil, server.ErrNotFound
+		return v, server.ErrNotFound
 	}
-	return k, nil
+	return v, nil
+}
+
+func (f *fakeRegistry) WorkingKey(_ context.Context, tid string) (iso8583.Key, error) {
+	return lookup(&f.mu, f.wk, tid)
 }
 
 func (f *fakeRegistry) Seed(_ context.Context, id uint32) (server.SeedInfo, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	s, ok := f.seeds[id]
-	if !ok {
-		return s, server.ErrNotFound
-	}
-	return s, nil
+	return lookup(&f.mu, f.seeds, id)
 }
 
 func (f *fakeRegistry) Card(_ context.Context, id string) (server.Card, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	c, ok := f.cards[id]
-	if !ok {
-		return c, server.ErrNotFound
-	}
-	return c, nil
+	return lookup(&f.mu, f.cards, id)
 }
 
 // fakeKeys is the key source with the public development masters.
