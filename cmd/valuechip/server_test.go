@@ -161,7 +161,7 @@ func TestServerCLIUsage(t *testing.T) {
 	require.ErrorContains(t, err, "at least 16")
 	require.NoError(t, os.Chmod(tok, 0o644))
 	_, _, err = cli(t, context.Background(), nil, "server", "--http-token-file", tok)
-	require.ErrorContains(t, err, "readable by others")
+	require.ErrorContains(t, err, "accessible to group or others")
 }
 
 func TestLoopback(t *testing.T) {

@@ -8,11 +8,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
-	"runtime"
 	"strings"
+
+	"github.com/valuechip/valuechip/internal/secretfile"
 )
 
 // EnvKEK is the environment variable LoadKEK reads when no file is given:
@@ -144,29 +144,18 @@ func LoadKEK(file string) (KEK, error) {
 }
 
 func loadKEKFile(path string) (KEK, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return KEK{}, fmt.Errorf("%w: KEK file: %w", ErrBadKEK, err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return KEK{}, fmt.Errorf("%w: KEK file: %w", ErrBadKEK, err)
-	}
-	// Windows has no Unix permission bits to check.
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 && runtime.GOOS != "windows" {
-		return KEK{}, fmt.Errorf("%w: KEK file %s has mode %04o, accessible to group or others; run: chmod 600 %s", ErrKEKPermissions, path, perm, path)
-	}
-	// A KEK file is at most 64 hex digits with some whitespace; reading a
-	// bounded amount keeps a wrong path (a device, a huge file) harmless.
+	// A KEK file is at most 64 hex digits with some whitespace; the limit
+	// keeps a wrong path (a device, a huge file) harmless.
 	const limit = 4096
-	buf, err := io.ReadAll(io.LimitReader(f, limit+1))
+	buf, err := secretfile.Read(path, limit)
 	defer clear(buf)
-	if err != nil {
-		return KEK{}, fmt.Errorf("%w: KEK file %s: %w", ErrBadKEK, path, err)
-	}
-	if len(buf) > limit {
+	switch {
+	case errors.Is(err, secretfile.ErrExposed):
+		return KEK{}, fmt.Errorf("%w: KEK file %w", ErrKEKPermissions, err)
+	case errors.Is(err, secretfile.ErrTooLarge):
 		return KEK{}, fmt.Errorf("%w: KEK file %s is too large (a KEK is %d hex digits)", ErrBadKEK, path, 2*KEKLen)
+	case err != nil:
+		return KEK{}, fmt.Errorf("%w: KEK file: %w", ErrBadKEK, err)
 	}
 	k, err := ParseKEK(buf)
 	if err != nil {

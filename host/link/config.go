@@ -8,12 +8,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	wire "github.com/valuechip/valuechip/apdu/purse"
 	"github.com/valuechip/valuechip/host/iso8583"
 	"github.com/valuechip/valuechip/internal/atomicfile"
+	"github.com/valuechip/valuechip/internal/secretfile"
 )
 
 // Configuration errors.
@@ -162,14 +162,10 @@ func SaveConfig(path string, c Config) error {
 // others may read or write (on systems with Unix permissions): it holds the
 // TMK and the SAM key.
 func LoadConfig(path string) (Config, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return Config{}, fmt.Errorf("link: terminal file: %w", err)
+	b, err := secretfile.Read(path, 0)
+	if errors.Is(err, secretfile.ErrExposed) {
+		return Config{}, fmt.Errorf("%w: %w", ErrInsecureConfig, err)
 	}
-	if runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
-		return Config{}, fmt.Errorf("%w: %s has mode %04o; chmod 600 it", ErrInsecureConfig, path, st.Mode().Perm())
-	}
-	b, err := os.ReadFile(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("link: terminal file: %w", err)
 	}

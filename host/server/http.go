@@ -19,6 +19,7 @@ import (
 	hostgp "github.com/valuechip/valuechip/host/gp"
 	"github.com/valuechip/valuechip/host/provision"
 	"github.com/valuechip/valuechip/host/wallet"
+	"github.com/valuechip/valuechip/internal/secretfile"
 )
 
 // HTTP routes of the money server (docs/server.md §8). The provisioning,
@@ -247,14 +248,7 @@ func LoadHTTPToken(file string) (string, error) {
 	if file == "" {
 		return strings.TrimSpace(os.Getenv(EnvHTTPToken)), nil
 	}
-	st, err := os.Stat(file)
-	if err != nil {
-		return "", fmt.Errorf("server: HTTP token: %w", err)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("server: HTTP token file %s is readable by others (mode %v): chmod 600 it", file, st.Mode().Perm())
-	}
-	b, err := os.ReadFile(file)
+	b, err := secretfile.Read(file, 0)
 	if err != nil {
 		return "", fmt.Errorf("server: HTTP token: %w", err)
 	}
