@@ -82,6 +82,12 @@ func (o *hotlistOptions) bar(cmd *cobra.Command, n int64, what string) *progress
 	if o.quiet || (n >= 0 && n < progressMin) { // n < 0: total unknown, a spinner
 		return nil
 	}
+	return newBar(cmd, n, what)
+}
+
+// newBar is the progress bar of a long job on stderr: counts, rate, at most
+// ten redraws a second, a newline when done.
+func newBar(cmd *cobra.Command, n int64, what string) *progressbar.ProgressBar {
 	return progressbar.NewOptions64(n,
 		progressbar.OptionSetWriter(cmd.ErrOrStderr()),
 		progressbar.OptionSetDescription(what),

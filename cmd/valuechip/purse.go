@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
@@ -199,14 +198,7 @@ func settleProgress(cmd *cobra.Command, quiet bool) func(done, total int) {
 			return
 		}
 		if bar == nil {
-			bar = progressbar.NewOptions(total,
-				progressbar.OptionSetWriter(cmd.ErrOrStderr()),
-				progressbar.OptionSetDescription("advices"),
-				progressbar.OptionShowCount(),
-				progressbar.OptionShowIts(),
-				progressbar.OptionThrottle(100*time.Millisecond),
-				progressbar.OptionOnCompletion(func() { fmt.Fprintln(cmd.ErrOrStderr()) }),
-			)
+			bar = newBar(cmd, int64(total), "advices")
 		}
 		_ = bar.Set(done)
 	}
